@@ -1,0 +1,151 @@
+// Backend: every numerical operation the models, losses and optimizers need, forward and
+// backward, behind one interface so a CUDA backend can slot in beside the CPU one.
+// Model code calls only these; it never loops over tensor memory itself.
+//
+// Conventions (all backends):
+//  * Row-major, contiguous tensors. "[N, C]" means N rows of C; any leading dims are
+//    flattened into N (a [B, T, C] tensor is passed where [N, C] is asked, N = B*T).
+//  * Forward ops OVERWRITE their outputs.
+//  * Backward ops ADD INTO (+=) every gradient output (parameter and input gradients
+//    alike), as llm.c does: callers zero gradient buffers before the first use. This makes
+//    residual branches and gradient accumulation free.
+//  * Weights follow PyTorch: a linear layer's weight is [out, in], y = x W^T + b.
+//  * Integer ids and targets are i32. A target < 0 is ignored (no loss, no gradient).
+//  * The CPU backend computes in f32. Other backends may store bf16 and accumulate in f32.
+//
+// Threads: a Backend may run its ops on several threads internally; calls into one
+// Backend object must come from one thread at a time. Ranks: nothing here communicates.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace loom {
+
+// Rotary position embedding settings (Llama family). Rotation is the "rotate half"
+// (GPT-NeoX / Hugging Face Llama) form over each head's first rotary_dim channels.
+struct RopeConfig {
+  enum class Scaling { None, Linear, NTK };
+  float theta = 10000.0f;
+  Scaling scaling = Scaling::None;
+  // Linear: positions are divided by factor. NTK: theta is multiplied by
+  // factor^(d/(d-2)) (the "NTK-aware" rule), d = rotary_dim.
+  float factor = 1.0f;
+};
+
+// The geometry of one attention call. qkv packs, per token, Hq query heads, then Hkv key
+// heads, then Hkv value heads, each of head_dim channels: [B, T, (Hq + 2*Hkv) * D].
+// Query head h attends with key/value head h / (Hq / Hkv) (grouped-query attention).
+struct AttentionShape {
+  std::int64_t batch = 0;
+  std::int64_t seq = 0;
+  std::int64_t q_heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // ---- memory -------------------------------------------------------------------------
+  virtual void fill(Tensor& x, float value) = 0;
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;                  // same numel
+  virtual void add_inplace(Tensor& y, const Tensor& x, float alpha = 1.0f) = 0;  // y += a*x
+  virtual void scale_inplace(Tensor& x, float alpha) = 0;                 // x *= alpha
+  virtual double sum_squares(const Tensor& x) = 0;                        // Σ x², f64 accumulate
+  virtual bool all_finite(const Tensor& x) = 0;
+
+  // ---- GEMM ---------------------------------------------------------------------------
+  // c = alpha * op(a) @ op(b) + beta * c, op(x) = x^T when trans_x. a, b, c are 2-D.
+  virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                      float alpha = 1.0f, float beta = 0.0f) = 0;
+
+  // ---- linear: y[N, out] = x[N, in] @ w[out, in]^T + bias[out] (bias may be undefined)
+  virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) = 0;
+  // dx += dy @ w; dw += dy^T @ x; dbias += Σ_rows dy. dx/dbias may be undefined (skipped).
+  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
+                               Tensor& dw, Tensor& dbias) = 0;
+
+  // ---- embedding: out[N, C] = table[ids[n] - row_offset] for ids inside the table's
+  // rows [row_offset, row_offset + V); rows for ids outside it are zero (vocab-parallel
+  // shards use row_offset). accumulate=true adds into out instead of overwriting.
+  virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out,
+                                 std::int64_t row_offset = 0, bool accumulate = false) = 0;
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
+                                  std::int64_t row_offset = 0) = 0;
+
+  // ---- normalisation over the last dim C. mean/rstd are [N] f32, saved for backward.
+  virtual void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                                 Tensor& y, Tensor& mean, Tensor& rstd) = 0;
+  virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                  const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dweight,
+                                  Tensor& dbias) = 0;
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y,
+                               Tensor& rstd) = 0;
+  virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                const Tensor& rstd, Tensor& dx, Tensor& dweight) = 0;
+
+  // ---- activations (elementwise). GELU is the tanh approximation GPT-2 uses.
+  virtual void gelu_forward(const Tensor& x, Tensor& y) = 0;
+  virtual void gelu_backward(const Tensor& dy, const Tensor& x, Tensor& dx) = 0;
+  // out = silu(gate) * up, all [N, F].
+  virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                               Tensor& dup) = 0;
+
+  // ---- rotary embedding, in place on the q and k heads of a packed qkv (see
+  // AttentionShape); token t of every sequence has position position_offset + t.
+  // rope_backward applies the inverse rotation to dqkv in place.
+  virtual void rope_forward(Tensor& qkv, const AttentionShape& shape, const RopeConfig& rope,
+                            std::int64_t position_offset = 0) = 0;
+  virtual void rope_backward(Tensor& dqkv, const AttentionShape& shape, const RopeConfig& rope,
+                             std::int64_t position_offset = 0) = 0;
+
+  // ---- causal self-attention with grouped-query heads, softmax scale 1/sqrt(D).
+  // out: [B, T, Hq*D]; lse: [B, Hq, T] f32 log-sum-exp of each row's scaled scores, saved
+  // so backward recomputes the probabilities instead of storing [T, T] per head.
+  virtual void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out,
+                                 Tensor& lse) = 0;
+  virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                                  const Tensor& lse, const AttentionShape& shape, Tensor& dqkv) = 0;
+
+  // ---- softmax cross-entropy over logits [N, V] with targets [N] (target < 0: ignored).
+  // losses[N] f32 gets -log softmax(logits)[target] (0 for ignored rows).
+  virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) = 0;
+  // dlogits += dloss[n] * (softmax(logits[n]) - onehot(target[n])); zero for ignored rows.
+  // dlogits may alias logits (then the logits are overwritten with their gradient).
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
+                                      Tensor& dlogits) = 0;
+
+  // ---- row gather/scatter (e.g. the last token of each sequence for a scalar head).
+  // out[m] = x[index[m]];  dx[index[m]] += dout[m].
+  virtual void gather_rows(const Tensor& x, const Tensor& index, Tensor& out) = 0;
+  virtual void scatter_add_rows(const Tensor& dout, const Tensor& index, Tensor& dx) = 0;
+
+  // ---- AdamW, in place over flat f32 buffers (PyTorch's torch.optim.AdamW semantics):
+  //   g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²
+  //   param -= lr * ( (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps) + weight_decay * param )
+  // step counts from 1.
+  struct AdamWArgs {
+    float lr = 1e-3f;
+    float beta1 = 0.9f;
+    float beta2 = 0.999f;
+    float eps = 1e-8f;
+    float weight_decay = 0.0f;
+    float grad_scale = 1.0f;
+    std::int64_t step = 1;
+  };
+  virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                            const AdamWArgs& args) = 0;
+};
+
+// The CPU backend (f32, BLAS GEMM, OpenMP elsewhere). Always available.
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace loom
