@@ -34,6 +34,8 @@ struct RopeConfig {
   // Linear: positions are divided by factor. NTK: theta is multiplied by
   // factor^(d/(d-2)) (the "NTK-aware" rule), d = rotary_dim.
   float factor = 1.0f;
+  // Channels rotated at the start of each head (even); 0 means the whole head_dim.
+  std::int64_t rotary_dim = 0;
 };
 
 // The geometry of one attention call. qkv packs, per token, Hq query heads, then Hkv key
@@ -68,7 +70,8 @@ class Backend {
 
   // ---- linear: y[N, out] = x[N, in] @ w[out, in]^T + bias[out] (bias may be undefined)
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) = 0;
-  // dx += dy @ w; dw += dy^T @ x; dbias += Σ_rows dy. dx/dbias may be undefined (skipped).
+  // dx += dy @ w; dw += dy^T @ x; dbias += Σ_rows dy. dx/dw/dbias may be undefined (skipped,
+  // e.g. dw of a frozen weight).
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
                                Tensor& dw, Tensor& dbias) = 0;
 
@@ -81,6 +84,7 @@ class Backend {
                                   std::int64_t row_offset = 0) = 0;
 
   // ---- normalisation over the last dim C. mean/rstd are [N] f32, saved for backward.
+  // layernorm's bias may be undefined; so may any gradient output of the backwards (skipped).
   virtual void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
                                  Tensor& y, Tensor& mean, Tensor& rstd) = 0;
   virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace loom::io {
@@ -31,7 +32,8 @@ class Tokenizer {
   // Plain text → ids. Special-token strings inside `text` are NOT interpreted (they are
   // encoded as ordinary bytes); use special_id() to place special tokens.
   std::vector<std::int32_t> encode(std::string_view text) const;
-  // ids → text; special tokens are rendered as their strings.
+  // ids → text; special tokens are rendered as their strings. Bytes come back exactly, so
+  // ids that split a multi-byte character give partial UTF-8, never U+FFFD.
   std::string decode(std::span<const std::int32_t> ids) const;
 
   std::int32_t vocab_size() const;
@@ -43,12 +45,23 @@ class Tokenizer {
   // Writes a Hugging Face tokenizer.json (byte-level BPE) that load() reads back.
   void save(const std::filesystem::path& file) const;
 
-  // Implementation state (vocab, merges, byte maps); defined in the .cpp files.
+  // Raw bytes of token `id` (a special token's text); throws std::out_of_range for an id
+  // outside the vocabulary or one no token uses.
+  std::string_view token_bytes(std::int32_t id) const;
+  bool is_special(std::int32_t id) const;
+  // The merges in rank order, as raw-byte pairs (GPT-2's first is {" ", "t"}).
+  std::vector<std::pair<std::string, std::string>> merges() const;
+
+  // Implementation state (vocab, merges, byte maps); defined in tokenizer_state.h.
   struct State;
 
  private:
+  // Throws when this Tokenizer was default-constructed rather than loaded or trained.
+  const State& state() const;
+
   std::shared_ptr<const State> state_;
   friend class BpeTrainer;
+  friend Tokenizer make_tokenizer(std::shared_ptr<const State> state);
 };
 
 // Trains a byte-level BPE vocabulary (GPT-2 pre-tokenisation, 256 byte tokens, merges

@@ -1,0 +1,144 @@
+// bench-train: training throughput of one model shape on this machine, as one JSON object.
+//
+// Default: the GPT-2 124M shape (12 layers, 12 heads, 768 channels, vocab 50257), batch 4,
+// sequence 64, fp32, 2 threads — full steps (forward, backward, global-norm clip, AdamW) on
+// random tokens. Reports tokens/s, achieved GFLOP/s (training FLOPs of the model, PaLM
+// accounting, over wall time), peak RSS, the time split by phase, and the machine's SGEMM
+// GFLOP/s measured in the same run, so the ratio to the GEMM peak is meaningful on a
+// shared, noisy machine.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/backend.h"
+#include "core/kernels/gemm/gemm.h"
+#include "core/model/transformer.h"
+#include "core/optim/adamw.h"
+#include "core/optim/grad_clip.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is KiB on Linux
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bench-train: training throughput of a model shape (GPT-2 124M by default), printed as JSON"};
+  std::string family = "gpt2";
+  std::int64_t batch = 4, seq = 64, layers = 12, heads = 12, kv_heads = 0, d_model = 768, vocab = 50257, d_ff = 0;
+  int threads = 2, steps = 6, warmup = 2;
+  app.add_option("--family", family, "gpt2 or llama")->check(CLI::IsMember({"gpt2", "llama"}));
+  app.add_option("--batch", batch, "Sequences per step")->check(CLI::PositiveNumber);
+  app.add_option("--seq", seq, "Sequence length")->check(CLI::PositiveNumber);
+  app.add_option("--layers", layers, "Transformer blocks")->check(CLI::PositiveNumber);
+  app.add_option("--heads", heads, "Attention heads")->check(CLI::PositiveNumber);
+  app.add_option("--kv-heads", kv_heads, "Key/value heads (0 = heads)");
+  app.add_option("--d-model", d_model, "Hidden width")->check(CLI::PositiveNumber);
+  app.add_option("--d-ff", d_ff, "MLP width (0 = 4*d_model for gpt2, 8/3*d_model for llama)");
+  app.add_option("--vocab", vocab, "Vocabulary size")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "Timed steps")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "Untimed warm-up steps");
+  CLI11_PARSE(app, argc, argv);
+
+  using namespace loom;
+  const double sgemm_gflops = cpu::measure_sgemm_gflops(threads);
+  cpu::set_gemm_threads(threads);
+
+  const model::Family fam = model::parse_family(family);
+  if (kv_heads == 0) kv_heads = heads;
+  if (d_ff == 0) d_ff = fam == model::Family::GPT2 ? 4 * d_model : (8 * d_model / 3 + 7) / 8 * 8;
+  const model::ModelConfig config =
+      model::ModelConfig::from_family(fam, vocab, d_model, layers, heads, kv_heads, d_ff, std::max<std::int64_t>(seq, 1024));
+  config.validate();
+
+  auto backend = make_cpu_backend();
+  model::Transformer model(config, model::ShardSpec::whole(config), model::HeadKind::LM, *backend);
+  model.init_weights(1337);
+  optim::AdamWConfig adamw;
+  adamw.weight_decay = 0.1f;
+  optim::AdamW optimizer(model.params(), adamw, *backend);
+
+  Tensor ids = Tensor::empty({batch, seq}, DType::I32);
+  Tensor targets = Tensor::empty({batch, seq}, DType::I32);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::int32_t> token(0, static_cast<std::int32_t>(vocab - 1));
+  for (std::int64_t i = 0; i < ids.numel(); ++i) {
+    ids.data<std::int32_t>()[i] = token(rng);
+    targets.data<std::int32_t>()[i] = token(rng);
+  }
+
+  std::vector<double> step_s, forward_s, backward_s, optimizer_s;
+  double first_loss = 0.0, last_loss = 0.0;
+  for (int i = 0; i < warmup + steps; ++i) {
+    const auto t0 = Clock::now();
+    model.zero_grads();
+    const model::LossSum loss = model.forward_lm(ids, targets);
+    const double tf = since(t0);
+    model.backward_lm(1.0f / static_cast<float>(loss.count));
+    const double tb = since(t0) - tf;
+    const double norm = optim::grad_norm(*backend, model.params().grads());
+    optimizer.step(3e-4f, optim::clip_scale(norm, 1.0f));
+    const double total = since(t0);
+    if (i == 0) first_loss = loss.mean();
+    last_loss = loss.mean();
+    if (i >= warmup) {
+      step_s.push_back(total);
+      forward_s.push_back(tf);
+      backward_s.push_back(tb);
+      optimizer_s.push_back(total - tf - tb);
+    }
+  }
+
+  const double step_time = median(step_s);
+  const double tokens = static_cast<double>(batch * seq);
+  const double flops_per_step = config.training_flops_per_token(seq) * tokens;
+  const double gflops = flops_per_step / step_time / 1e9;
+  nlohmann::json out = {
+      {"benchmark", "train"},
+      {"model", {{"family", family}, {"parameters", config.parameter_count()}, {"layers", layers}, {"heads", heads},
+                 {"kv_heads", kv_heads}, {"d_model", d_model}, {"d_ff", d_ff}, {"vocab", vocab}}},
+      {"batch", batch},
+      {"seq", seq},
+      {"dtype", "f32"},
+      {"threads", threads},
+      {"backend", backend->name()},
+      {"gemm_library", cpu::gemm_library()},
+      {"steps_timed", steps},
+      {"step_s", step_time},
+      {"tokens_per_s", tokens / step_time},
+      {"achieved_gflops", gflops},
+      {"machine_sgemm_gflops", sgemm_gflops},
+      {"fraction_of_sgemm_peak", gflops / sgemm_gflops},
+      {"time_split_s", {{"forward", median(forward_s)}, {"backward", median(backward_s)},
+                        {"clip_and_adamw", median(optimizer_s)}}},
+      {"training_gflop_per_step", flops_per_step / 1e9},
+      {"peak_rss_mib", peak_rss_mib()},
+      {"loss_first_step", first_loss},
+      {"loss_last_step", last_loss}};
+  std::cout << out.dump(2) << std::endl;
+  return 0;
+}

@@ -1,0 +1,118 @@
+// Softmax cross-entropy of the CPU backend over logits [N, V], parallel over rows.
+// Vocabularies are large (50257 for GPT-2), so each row is read from memory once: an
+// online softmax walks it in 512-element blocks (block max, rescale the running sum when
+// the max grows, then a vectorised sum of exponentials), giving log-sum-exp in one pass.
+// Backward recomputes that lse (the row is then in cache) and writes the gradient in one
+// more pass; when dlogits aliases logits the row is overwritten with its gradient.
+#include <algorithm>
+#include <cmath>
+
+#include "core/kernels/cpu/cpu_backend.h"
+#include "core/kernels/cpu/kernel_util.h"
+
+namespace loom::cpu {
+
+using namespace detail;
+
+namespace {
+
+constexpr std::int64_t kBlock = 512;
+
+float row_log_sum_exp(const float* row, std::int64_t v) {
+  float running_max = -__builtin_inff();
+  double running_sum = 0.0;
+  for (std::int64_t begin = 0; begin < v; begin += kBlock) {
+    const std::int64_t end = std::min(v, begin + kBlock);
+    float block_max = -__builtin_inff();
+#pragma omp simd reduction(max : block_max)
+    for (std::int64_t i = begin; i < end; ++i) block_max = std::max(block_max, row[i]);
+    if (block_max > running_max) {
+      running_sum *= std::exp(static_cast<double>(running_max) - static_cast<double>(block_max));
+      running_max = block_max;
+    }
+    float block_sum = 0.0f;
+    const float m = running_max;
+#pragma omp simd reduction(+ : block_sum)
+    for (std::int64_t i = begin; i < end; ++i) block_sum += fast_exp(row[i] - m);
+    running_sum += block_sum;
+  }
+  return running_max + static_cast<float>(std::log(running_sum));
+}
+
+void check_targets(const char* op, const Tensor& targets, std::int64_t vocab) {
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  for (std::int64_t n = 0; n < targets.numel(); ++n) {
+    if (tp[n] >= vocab) {
+      fail(op, "targets[" + std::to_string(n) + "] = " + std::to_string(tp[n]) + " is not below the vocabulary size " +
+                   std::to_string(vocab) + " (negative targets mean ignored)");
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) {
+  const char* op = "cross_entropy_forward";
+  require_f32(op, "logits", logits);
+  require_i32(op, "targets", targets);
+  const std::int64_t n = rows_of(logits);
+  const std::int64_t v = cols_of(logits);
+  if (targets.numel() != n) fail(op, "targets " + targets.describe() + " must have one entry per row of logits " + logits.describe());
+  require_numel(op, "losses", losses, n, "the rows of logits " + logits.describe());
+  check_targets(op, targets, v);
+  const float* lp = logits.data<float>();
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  float* out = losses.data<float>();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < n; ++r) {
+    if (tp[r] < 0) {
+      out[r] = 0.0f;
+      continue;
+    }
+    const float* row = lp + r * v;
+    out[r] = row_log_sum_exp(row, v) - row[tp[r]];
+  }
+}
+
+void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
+                                        Tensor& dlogits) {
+  const char* op = "cross_entropy_backward";
+  require_f32(op, "logits", logits);
+  require_i32(op, "targets", targets);
+  const std::int64_t n = rows_of(logits);
+  const std::int64_t v = cols_of(logits);
+  if (targets.numel() != n) fail(op, "targets " + targets.describe() + " must have one entry per row of logits " + logits.describe());
+  require_numel(op, "dloss", dloss, n, "the rows of logits " + logits.describe());
+  require_matrix(op, "dlogits", dlogits, n, v, "logits " + logits.describe());
+  check_targets(op, targets, v);
+  const float* lp = logits.data<float>();
+  float* dp = dlogits.data<float>();
+  const bool aliased = static_cast<const void*>(lp) == static_cast<const void*>(dp);
+  if (!aliased && lp < dp + n * v && dp < lp + n * v) {
+    fail(op, "dlogits " + dlogits.describe() + " partly overlaps logits " + logits.describe() +
+                 "; it must alias them exactly or not at all");
+  }
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  const float* gp = dloss.data<float>();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float* row = lp + r * v;
+    float* drow = dp + r * v;
+    if (tp[r] < 0) {
+      if (aliased) std::fill(drow, drow + v, 0.0f);
+      continue;
+    }
+    const float lse = row_log_sum_exp(row, v);
+    const float g = gp[r];
+    if (aliased) {
+#pragma omp simd
+      for (std::int64_t i = 0; i < v; ++i) drow[i] = g * fast_exp(row[i] - lse);
+    } else {
+#pragma omp simd
+      for (std::int64_t i = 0; i < v; ++i) drow[i] += g * fast_exp(row[i] - lse);
+    }
+    drow[tp[r]] -= g;
+  }
+}
+
+}  // namespace loom::cpu

@@ -1,0 +1,115 @@
+// GEMM-shaped ops of the CPU backend: matmul and the linear layer, forward and backward.
+// All matrix products go through loom::cpu::sgemm (core/kernels/gemm); the bias add and
+// the bias gradient are the only loops here. The bias gradient is summed per column block
+// over all rows in row order, so it needs no per-thread partials and no atomics.
+#include <algorithm>
+
+#include "core/kernels/cpu/cpu_backend.h"
+#include "core/kernels/cpu/kernel_util.h"
+#include "core/kernels/gemm/gemm.h"
+
+namespace loom::cpu {
+
+using namespace detail;
+
+namespace {
+
+constexpr std::int64_t kColumnBlock = 64;
+
+// out[j] += Σ_n dy[n, j] for j < cols.
+void add_column_sums(const float* dy, std::int64_t rows, std::int64_t cols, float* out) {
+  const std::int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t begin = b * kColumnBlock;
+    const std::int64_t width = std::min(kColumnBlock, cols - begin);
+    float acc[kColumnBlock] = {};
+    for (std::int64_t n = 0; n < rows; ++n) {
+      const float* row = dy + n * cols + begin;
+#pragma omp simd
+      for (std::int64_t j = 0; j < width; ++j) acc[j] += row[j];
+    }
+    for (std::int64_t j = 0; j < width; ++j) out[begin + j] += acc[j];
+  }
+}
+
+// c = alpha * op(a) @ op(b) + beta * c with the degenerate sizes BLAS rejects handled here.
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+          const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    const std::int64_t total = m * n;
+#pragma omp parallel for simd schedule(static)
+    for (std::int64_t i = 0; i < total; ++i) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
+    return;
+  }
+  sgemm(trans_a, trans_b, m, n, k, alpha, a, std::max<std::int64_t>(lda, 1), b, std::max<std::int64_t>(ldb, 1),
+        beta, c, n);
+}
+
+}  // namespace
+
+void CpuBackend::matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+                        float beta) {
+  require_f32("matmul", "a", a);
+  require_f32("matmul", "b", b);
+  require_f32("matmul", "c", c);
+  const std::int64_t m = trans_a ? cols_of(a) : rows_of(a);
+  const std::int64_t k = trans_a ? rows_of(a) : cols_of(a);
+  const std::int64_t k_b = trans_b ? cols_of(b) : rows_of(b);
+  const std::int64_t n = trans_b ? rows_of(b) : cols_of(b);
+  if (k != k_b || rows_of(c) != m || cols_of(c) != n) {
+    fail("matmul", std::string("op(a) @ op(b) does not fit c: a ") + a.describe() + (trans_a ? " (transposed)" : "") +
+                       ", b " + b.describe() + (trans_b ? " (transposed)" : "") + ", c " + c.describe());
+  }
+  gemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), cols_of(a), b.data<float>(), cols_of(b), beta,
+       c.data<float>());
+}
+
+void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  require_f32("linear_forward", "x", x);
+  require_f32("linear_forward", "w", w);
+  const std::int64_t rows = rows_of(x);
+  const std::int64_t in = cols_of(x);
+  const std::int64_t out = rows_of(w);
+  if (cols_of(w) != in) {
+    fail("linear_forward", "w " + w.describe() + " must be [out, in] with in = " + std::to_string(in) +
+                               " from x " + x.describe());
+  }
+  require_matrix("linear_forward", "y", y, rows, out, "x " + x.describe() + " and w " + w.describe());
+  if (bias.defined()) require_numel("linear_forward", "bias", bias, out, "w " + w.describe());
+
+  float* yp = y.data<float>();
+  gemm(false, true, rows, out, in, 1.0f, x.data<float>(), in, w.data<float>(), in, 0.0f, yp);
+  if (!bias.defined()) return;
+  const float* bp = bias.data<float>();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = yp + r * out;
+#pragma omp simd
+    for (std::int64_t j = 0; j < out; ++j) row[j] += bp[j];
+  }
+}
+
+void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                                 Tensor& dbias) {
+  const char* op = "linear_backward";
+  require_f32(op, "x", x);
+  require_f32(op, "w", w);
+  const std::int64_t rows = rows_of(x);
+  const std::int64_t in = cols_of(x);
+  const std::int64_t out = rows_of(w);
+  if (cols_of(w) != in) fail(op, "w " + w.describe() + " must be [out, in] to match x " + x.describe());
+  const std::string context = "x " + x.describe() + " and w " + w.describe();
+  require_matrix(op, "dy", dy, rows, out, context);
+  if (dx.defined()) require_matrix(op, "dx", dx, rows, in, "x " + x.describe());
+  if (dw.defined()) require_matrix(op, "dw", dw, out, in, "w " + w.describe());
+  if (dbias.defined()) require_numel(op, "dbias", dbias, out, "w " + w.describe());
+
+  const float* dyp = dy.data<float>();
+  if (dx.defined()) gemm(false, false, rows, in, out, 1.0f, dyp, out, w.data<float>(), in, 1.0f, dx.data<float>());
+  if (dw.defined()) gemm(true, false, out, in, rows, 1.0f, dyp, out, x.data<float>(), in, 1.0f, dw.data<float>());
+  if (dbias.defined()) add_column_sums(dyp, rows, out, dbias.data<float>());
+}
+
+}  // namespace loom::cpu

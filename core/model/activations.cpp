@@ -1,0 +1,110 @@
+#include "core/model/activations.h"
+
+#include <stdexcept>
+
+namespace loom::model {
+
+ShardDims ShardDims::of(const ModelConfig& config, const ShardSpec& resolved) {
+  const std::int64_t tp = resolved.tp_size;
+  ShardDims d;
+  d.family = config.family;
+  d.d_model = config.d_model;
+  d.head_dim = config.head_dim();
+  d.q_heads = config.n_heads / tp;
+  d.kv_heads = config.n_kv_heads / tp;
+  d.ff = config.d_ff / tp;
+  d.vocab = config.vocab_size / tp;
+  d.vocab_global = config.vocab_size;
+  d.layers = resolved.layer_end - resolved.layer_begin;
+  return d;
+}
+
+Tensor Arena::take(const Shape& shape) {
+  constexpr std::int64_t kAlign = 16;  // elements: every piece starts on a 64-byte boundary
+  const std::int64_t offset = used_;
+  used_ += (shape_numel(shape) + kAlign - 1) / kAlign * kAlign;
+  if (storage_ == nullptr) return Tensor();
+  return storage_->view(offset, shape);
+}
+
+namespace {
+
+// Sizes the arena with a counting pass, grows the storage only when needed, then carves.
+template <typename CarveFn>
+void plan_arena(Tensor& storage, Device device, CarveFn carve) {
+  Arena sizing(nullptr);
+  carve(sizing);
+  if (!storage.defined() || storage.numel() < sizing.used()) {
+    storage = Tensor();  // release first: peak memory stays at one arena
+    storage = Tensor::empty({sizing.used()}, DType::F32, device);
+  }
+  Arena real(&storage);
+  carve(real);
+}
+
+}  // namespace
+
+void SlotActivations::carve(Arena& a, const ShardDims& d, bool has_head, std::int64_t B, std::int64_t T) {
+  const std::int64_t N = B * T;
+  const std::int64_t C = d.d_model;
+  const bool layernorm = d.family == Family::GPT2;
+  input = a.take({B, T, C});
+  layers.resize(static_cast<std::size_t>(d.layers));
+  for (LayerActivations& l : layers) {
+    l.attn_norm_out = a.take({N, C});
+    l.attn_norm_mean = layernorm ? a.take({N}) : Tensor();
+    l.attn_norm_rstd = a.take({N});
+    l.qkv = a.take({N, d.qkv_dim()});
+    l.attn_out = a.take({N, d.q_dim()});
+    l.attn_lse = a.take({B, d.q_heads, T});
+    l.residual_mid = a.take({N, C});
+    l.mlp_norm_out = a.take({N, C});
+    l.mlp_norm_mean = layernorm ? a.take({N}) : Tensor();
+    l.mlp_norm_rstd = a.take({N});
+    l.mlp_gate = layernorm ? Tensor() : a.take({N, d.ff});
+    l.mlp_up = a.take({N, d.ff});
+    l.mlp_act = a.take({N, d.ff});
+    l.output = a.take({B, T, C});
+  }
+  final_norm_out = has_head ? a.take({N, C}) : Tensor();
+  final_norm_mean = has_head && layernorm ? a.take({N}) : Tensor();
+  final_norm_rstd = has_head ? a.take({N}) : Tensor();
+  values = has_head ? a.take({B, T}) : Tensor();
+}
+
+void SlotActivations::plan(const ShardDims& dims, bool has_head, std::int64_t B, std::int64_t T, Device device) {
+  if (B <= 0 || T <= 0) {
+    throw std::invalid_argument("activations: batch and sequence length must be positive, got B=" +
+                                std::to_string(B) + " T=" + std::to_string(T));
+  }
+  if (B == batch && T == seq) return;
+  plan_arena(storage_, device, [&](Arena& a) { carve(a, dims, has_head, B, T); });
+  batch = B;
+  seq = T;
+}
+
+void Workspace::carve(Arena& a, const ShardDims& d, bool lm_head, std::int64_t B, std::int64_t T) {
+  const std::int64_t N = B * T;
+  const std::int64_t C = d.d_model;
+  d_residual = a.take({B, T, C});
+  d_norm = a.take({N, C});
+  d_attn = a.take({N, d.q_dim()});
+  d_qkv = a.take({N, d.qkv_dim()});
+  d_mlp_act = a.take({N, d.ff});
+  d_mlp_gate = d.family == Family::GPT2 ? Tensor() : a.take({N, d.ff});
+  d_mlp_up = a.take({N, d.ff});
+  logits = lm_head ? a.take({N, d.vocab}) : Tensor();
+  loss_terms = lm_head ? a.take({2, N}) : Tensor();
+  ones_tokens = lm_head ? a.take({N, 1}) : Tensor();
+  loss_totals = lm_head ? a.take({2, 1}) : Tensor();
+}
+
+void Workspace::plan(const ShardDims& dims, bool lm_head, std::int64_t B, std::int64_t T, Backend& backend) {
+  if (B == batch && T == seq) return;
+  plan_arena(storage_, backend.device(), [&](Arena& a) { carve(a, dims, lm_head, B, T); });
+  if (lm_head) backend.fill(ones_tokens, 1.0f);
+  batch = B;
+  seq = T;
+}
+
+}  // namespace loom::model

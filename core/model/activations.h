@@ -1,0 +1,110 @@
+// Activation memory of a model shard: what the forward pass saves for the backward pass,
+// the backward scratch, and the head's buffers, all carved as views out of a few large
+// arenas sized for the largest (B, T) seen so far. Changing (B, T) re-carves the views; only
+// a larger token count than ever before reallocates, so steady-state training allocates
+// nothing.
+//
+// Ownership: each arena owns its memory; the views alias it and are invalidated by the next
+// plan() that changes (B, T). Threads: one owner thread.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model/model_config.h"
+
+namespace loom::model {
+
+// Per-rank sizes of one shard (tensor-parallel dims already divided by tp_size).
+struct ShardDims {
+  Family family = Family::GPT2;
+  std::int64_t d_model = 0;      // C (never split)
+  std::int64_t head_dim = 0;     // D
+  std::int64_t q_heads = 0;      // Hq / tp
+  std::int64_t kv_heads = 0;     // Hkv / tp
+  std::int64_t ff = 0;           // d_ff / tp
+  std::int64_t vocab = 0;        // V / tp
+  std::int64_t vocab_global = 0; // V
+  std::int64_t layers = 0;       // layers this stage owns
+
+  std::int64_t q_dim() const { return q_heads * head_dim; }
+  std::int64_t qkv_dim() const { return (q_heads + 2 * kv_heads) * head_dim; }
+
+  static ShardDims of(const ModelConfig& config, const ShardSpec& resolved);
+};
+
+// One contiguous f32 buffer handed out in aligned pieces. With no storage it only counts
+// (the sizing pass).
+class Arena {
+ public:
+  explicit Arena(Tensor* storage) : storage_(storage) {}
+  Tensor take(const Shape& shape);
+  std::int64_t used() const { return used_; }
+
+ private:
+  Tensor* storage_;
+  std::int64_t used_ = 0;
+};
+
+// What one block's forward saves (N = B·T tokens; mean only for LayerNorm, gate only for
+// SwiGLU).
+struct LayerActivations {
+  Tensor attn_norm_out;   // [N, C]
+  Tensor attn_norm_mean;  // [N]
+  Tensor attn_norm_rstd;  // [N]
+  Tensor qkv;             // [N, (Hq+2Hkv)·D], after RoPE
+  Tensor attn_out;        // [N, Hq·D]
+  Tensor attn_lse;        // [B, Hq, T]
+  Tensor residual_mid;    // [N, C]  input + attention branch
+  Tensor mlp_norm_out;    // [N, C]
+  Tensor mlp_norm_mean;   // [N]
+  Tensor mlp_norm_rstd;   // [N]
+  Tensor mlp_gate;        // [N, F]  SwiGLU gate pre-activation
+  Tensor mlp_up;          // [N, F]  up projection (GELU input for GPT-2)
+  Tensor mlp_act;         // [N, F]  GELU(up) or silu(gate)·up
+  Tensor output;          // [N, C]  residual_mid + MLP branch
+};
+
+// One micro-batch's saved state on this stage. Pipeline schedules keep several in flight.
+struct SlotActivations {
+  std::int64_t batch = 0, seq = 0;
+  Tensor input;                          // [B, T, C] the stage's input hidden state
+  std::vector<LayerActivations> layers;  // one per owned layer
+  Tensor final_norm_out;                 // [N, C]   (head stage)
+  Tensor final_norm_mean;                // [N]
+  Tensor final_norm_rstd;                // [N]
+  Tensor values;                         // [B, T]   scalar head output
+
+  void plan(const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq, Device device);
+
+ private:
+  void carve(Arena& arena, const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq);
+  Tensor storage_;
+};
+
+// Gradient buffers reused by every layer's backward (one micro-batch at a time) and the LM
+// head's buffers (logits are [N, V]: the largest activation, so there is one set, shared by
+// all slots; dlogits overwrite logits in place).
+struct Workspace {
+  std::int64_t batch = 0, seq = 0;
+  Tensor d_residual;    // [N, C] running gradient of the residual stream
+  Tensor d_norm;        // [N, C] gradient of a norm output
+  Tensor d_attn;        // [N, Hq·D]
+  Tensor d_qkv;         // [N, (Hq+2Hkv)·D]
+  Tensor d_mlp_act;     // [N, F]
+  Tensor d_mlp_gate;    // [N, F]
+  Tensor d_mlp_up;      // [N, F]
+  Tensor logits;        // [N, V/tp] (LM head only); holds dlogits after backward
+  Tensor loss_terms;    // [2, N] row 0: per-token loss (then dloss), row 1: 1 for a counted target
+  Tensor ones_tokens;   // [N, 1] all ones: row sums of loss_terms by one GEMV-shaped matmul
+  Tensor loss_totals;   // [2, 1] {Σ loss, count}
+
+  void plan(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq, Backend& backend);
+
+ private:
+  void carve(Arena& arena, const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq);
+  Tensor storage_;
+};
+
+}  // namespace loom::model

@@ -1,0 +1,79 @@
+#include "core/model/block.h"
+
+#include <string>
+
+namespace loom::model {
+
+TransformerBlock::TransformerBlock(const ModelConfig& config, const ShardDims& dims, std::int64_t layer,
+                                   const ParameterSet& params)
+    : family_(config.family), rope_(config.rope), dims_(dims) {
+  const std::string p = "layers." + std::to_string(layer) + ".";
+  attn_norm_ = Norm::bind(params, p + "attn_norm", config);
+  mlp_norm_ = Norm::bind(params, p + "mlp_norm", config);
+  qkv_ = Linear::bind(params, p + "attn.qkv");
+  out_ = Linear::bind(params, p + "attn.out");
+  if (family_ == Family::Llama) gate_ = Linear::bind(params, p + "mlp.gate");
+  up_ = Linear::bind(params, p + "mlp.up");
+  down_ = Linear::bind(params, p + "mlp.down");
+}
+
+AttentionShape TransformerBlock::attention_shape(std::int64_t batch, std::int64_t seq) const {
+  return AttentionShape{batch, seq, dims_.q_heads, dims_.kv_heads, dims_.head_dim};
+}
+
+void TransformerBlock::forward(Backend& backend, const Tensor& x, LayerActivations& a) const {
+  const AttentionShape shape = attention_shape(x.dim(0), x.dim(1));
+
+  attn_norm_.forward(backend, x, a.attn_norm_out, a.attn_norm_mean, a.attn_norm_rstd);
+  qkv_.forward(backend, a.attn_norm_out, a.qkv);
+  if (family_ == Family::Llama) backend.rope_forward(a.qkv, shape, rope_);
+  backend.attention_forward(a.qkv, shape, a.attn_out, a.attn_lse);
+  // The projection lands straight in residual_mid and the residual is added on top: one
+  // buffer, no copy of x.
+  out_.forward(backend, a.attn_out, a.residual_mid);
+  backend.add_inplace(a.residual_mid, x);
+
+  mlp_norm_.forward(backend, a.residual_mid, a.mlp_norm_out, a.mlp_norm_mean, a.mlp_norm_rstd);
+  up_.forward(backend, a.mlp_norm_out, a.mlp_up);
+  if (family_ == Family::GPT2) {
+    backend.gelu_forward(a.mlp_up, a.mlp_act);
+  } else {
+    gate_.forward(backend, a.mlp_norm_out, a.mlp_gate);
+    backend.swiglu_forward(a.mlp_gate, a.mlp_up, a.mlp_act);
+  }
+  down_.forward(backend, a.mlp_act, a.output);
+  backend.add_inplace(a.output, a.residual_mid);
+}
+
+void TransformerBlock::backward(Backend& backend, const Tensor& x, const LayerActivations& a, Workspace& ws) {
+  const AttentionShape shape = attention_shape(x.dim(0), x.dim(1));
+  // Backward ops add into their input gradients, so each scratch buffer is cleared right
+  // before it collects; ws.d_residual is never cleared here: the residual stream's gradient
+  // passes through both branches and the norms add their share into it.
+  Tensor& d_res = ws.d_residual;
+
+  backend.fill(ws.d_mlp_act, 0.0f);
+  down_.backward(backend, d_res, a.mlp_act, ws.d_mlp_act);
+  backend.fill(ws.d_mlp_up, 0.0f);
+  backend.fill(ws.d_norm, 0.0f);
+  if (family_ == Family::GPT2) {
+    backend.gelu_backward(ws.d_mlp_act, a.mlp_up, ws.d_mlp_up);
+  } else {
+    backend.fill(ws.d_mlp_gate, 0.0f);
+    backend.swiglu_backward(ws.d_mlp_act, a.mlp_gate, a.mlp_up, ws.d_mlp_gate, ws.d_mlp_up);
+    gate_.backward(backend, ws.d_mlp_gate, a.mlp_norm_out, ws.d_norm);
+  }
+  up_.backward(backend, ws.d_mlp_up, a.mlp_norm_out, ws.d_norm);
+  mlp_norm_.backward(backend, ws.d_norm, a.residual_mid, a.mlp_norm_mean, a.mlp_norm_rstd, d_res);
+
+  backend.fill(ws.d_attn, 0.0f);
+  out_.backward(backend, d_res, a.attn_out, ws.d_attn);
+  backend.fill(ws.d_qkv, 0.0f);
+  backend.attention_backward(ws.d_attn, a.qkv, a.attn_out, a.attn_lse, shape, ws.d_qkv);
+  if (family_ == Family::Llama) backend.rope_backward(ws.d_qkv, shape, rope_);
+  backend.fill(ws.d_norm, 0.0f);
+  qkv_.backward(backend, ws.d_qkv, a.attn_norm_out, ws.d_norm);
+  attn_norm_.backward(backend, ws.d_norm, x, a.attn_norm_mean, a.attn_norm_rstd, d_res);
+}
+
+}  // namespace loom::model

@@ -1,0 +1,49 @@
+// TransformerBlock: one pre-norm decoder layer with an explicit forward and backward
+// (no autograd), for both families:
+//
+//   h   = x + Out(Attention(Rope?(QKV(Norm1(x)))))
+//   out = h + Down(Act(Norm2(h)))          Act = GELU(Up ·)      (GPT-2)
+//                                          Act = silu(Gate ·)·(Up ·) (Llama)
+//
+// The block holds views of its weights and gradients (into the model's ParameterSet) and
+// no activations: the caller passes the LayerActivations to fill or read and the shared
+// backward Workspace. Under tensor parallelism the block holds this rank's slice (heads/tp,
+// F/tp); the collectives that complete the row-parallel linears are the caller's, added
+// when tp > 1 is wired up.
+//
+// Threads: as the Backend (one caller at a time).
+#pragma once
+
+#include <cstdint>
+
+#include "core/backend.h"
+#include "core/model/activations.h"
+#include "core/model/layers.h"
+#include "core/model/model_config.h"
+#include "core/model/parameter_set.h"
+
+namespace loom::model {
+
+class TransformerBlock {
+ public:
+  // Binds the parameters "layers.<layer>.*" of `params`.
+  TransformerBlock(const ModelConfig& config, const ShardDims& dims, std::int64_t layer, const ParameterSet& params);
+
+  // Reads x [B, T, C]; fills every field of `acts` (acts.output is the block output).
+  void forward(Backend& backend, const Tensor& x, LayerActivations& acts) const;
+
+  // On entry ws.d_residual holds ∂L/∂output; on exit it holds ∂L/∂x. Parameter gradients
+  // accumulate (+=). x and acts must be what forward saw.
+  void backward(Backend& backend, const Tensor& x, const LayerActivations& acts, Workspace& ws);
+
+ private:
+  AttentionShape attention_shape(std::int64_t batch, std::int64_t seq) const;
+
+  Family family_;
+  RopeConfig rope_;
+  ShardDims dims_;
+  Norm attn_norm_, mlp_norm_;
+  Linear qkv_, out_, gate_, up_, down_;  // gate_ unbound for GPT-2
+};
+
+}  // namespace loom::model

@@ -1,0 +1,148 @@
+#include "core/model/parameter_layout.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace loom::model {
+
+const char* tp_split_name(TpSplit split) {
+  switch (split) {
+    case TpSplit::None: return "none";
+    case TpSplit::Rows: return "rows";
+    case TpSplit::Cols: return "cols";
+    case TpSplit::Vocab: return "vocab";
+  }
+  return "?";
+}
+
+namespace {
+
+class SpecBuilder {
+ public:
+  SpecBuilder(const ModelConfig& config, const ShardSpec& shard) : config_(config), tp_(shard.tp_size) {}
+
+  void normal(const std::string& name, Shape global, TpSplit split, float std,
+              std::vector<std::int64_t> sections = {}) {
+    add(name, std::move(global), split, /*decay=*/true, InitKind::Normal, std, std::move(sections));
+  }
+  void bias(const std::string& name, std::int64_t size, TpSplit split, std::vector<std::int64_t> sections = {}) {
+    add(name, {size}, split, /*decay=*/false, InitKind::Zeros, 0.0f, std::move(sections));
+  }
+  void norm(const std::string& prefix) {
+    add(prefix + ".weight", {config_.d_model}, TpSplit::None, false, InitKind::Ones, 0.0f, {});
+    if (config_.family == Family::GPT2) {
+      add(prefix + ".bias", {config_.d_model}, TpSplit::None, false, InitKind::Zeros, 0.0f, {});
+    }
+  }
+
+  std::vector<ParameterSpec> take() { return std::move(specs_); }
+
+ private:
+  void add(const std::string& name, Shape global, TpSplit split, bool decay, InitKind init, float std,
+           std::vector<std::int64_t> sections) {
+    ParameterSpec spec;
+    spec.name = name;
+    spec.global_shape = global;
+    spec.shape = global;
+    spec.decay = decay;
+    spec.split = split;
+    spec.init = init;
+    spec.init_std = std;
+    if (split == TpSplit::Rows || split == TpSplit::Vocab) {
+      spec.row_sections = sections.empty() ? std::vector<std::int64_t>{global[0]} : std::move(sections);
+      spec.shape[0] = global[0] / tp_;
+    } else if (split == TpSplit::Cols) {
+      spec.shape[1] = global[1] / tp_;
+    }
+    specs_.push_back(std::move(spec));
+  }
+
+  const ModelConfig& config_;
+  std::int64_t tp_;
+  std::vector<ParameterSpec> specs_;
+};
+
+}  // namespace
+
+std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const ShardSpec& shard_in, HeadKind head) {
+  config.validate();
+  const ShardSpec shard = shard_in.resolved(config);
+  const std::int64_t C = config.d_model;
+  const std::int64_t D = config.head_dim();
+  const std::int64_t q_rows = config.n_heads * D;
+  const std::int64_t kv_rows = config.n_kv_heads * D;
+  const std::int64_t F = config.d_ff;
+  const float std = config.init_std;
+  // GPT-2's scaled init: each residual branch output is shrunk so the residual stream's
+  // variance does not grow with depth.
+  const float residual_std = std / std::sqrt(2.0f * static_cast<float>(config.n_layers));
+  const bool gpt2 = config.family == Family::GPT2;
+
+  SpecBuilder b(config, shard);
+  const bool head_needs_tokens = head == HeadKind::LM && config.tie_embeddings && shard.owns_head(config);
+  if (shard.owns_embeddings() || head_needs_tokens) {
+    // A head-only stage with tied embeddings keeps a replica whose gradient the pipeline
+    // sums with the first stage's.
+    b.normal("embed.tokens.weight", {config.vocab_size, C}, TpSplit::Vocab, std);
+  }
+  if (shard.owns_embeddings() && gpt2) {
+    b.normal("embed.positions.weight", {config.max_seq_len, C}, TpSplit::None, std);
+  }
+  for (std::int64_t layer = shard.layer_begin; layer < shard.layer_end; ++layer) {
+    const std::string p = "layers." + std::to_string(layer) + ".";
+    b.norm(p + "attn_norm");
+    const std::vector<std::int64_t> qkv_sections = {q_rows, kv_rows, kv_rows};
+    b.normal(p + "attn.qkv.weight", {q_rows + 2 * kv_rows, C}, TpSplit::Rows, std, qkv_sections);
+    if (config.bias) b.bias(p + "attn.qkv.bias", q_rows + 2 * kv_rows, TpSplit::Rows, qkv_sections);
+    b.normal(p + "attn.out.weight", {C, q_rows}, TpSplit::Cols, residual_std);
+    if (config.bias) b.bias(p + "attn.out.bias", C, TpSplit::None);
+    b.norm(p + "mlp_norm");
+    if (!gpt2) {
+      b.normal(p + "mlp.gate.weight", {F, C}, TpSplit::Rows, std);
+      if (config.bias) b.bias(p + "mlp.gate.bias", F, TpSplit::Rows);
+    }
+    b.normal(p + "mlp.up.weight", {F, C}, TpSplit::Rows, std);
+    if (config.bias) b.bias(p + "mlp.up.bias", F, TpSplit::Rows);
+    b.normal(p + "mlp.down.weight", {C, F}, TpSplit::Cols, residual_std);
+    if (config.bias) b.bias(p + "mlp.down.bias", C, TpSplit::None);
+  }
+  if (shard.owns_head(config)) {
+    b.norm("final_norm");
+    if (head == HeadKind::LM) {
+      if (!config.tie_embeddings) b.normal("lm_head.weight", {config.vocab_size, C}, TpSplit::Vocab, std);
+    } else {
+      b.normal("score_head.weight", {1, C}, TpSplit::None, std);
+      b.bias("score_head.bias", 1, TpSplit::None);
+    }
+  }
+  return b.take();
+}
+
+std::int64_t global_element_index(const ParameterSpec& spec, std::int64_t local_index, int tp_rank, int tp_size) {
+  if (tp_size == 1 || spec.split == TpSplit::None) return local_index;
+  const std::int64_t cols_global = spec.global_shape.size() > 1 ? spec.global_shape[1] : 1;
+  if (spec.split == TpSplit::Cols) {
+    const std::int64_t cols_local = cols_global / tp_size;
+    const std::int64_t row = local_index / cols_local;
+    const std::int64_t col = local_index % cols_local;
+    return row * cols_global + static_cast<std::int64_t>(tp_rank) * cols_local + col;
+  }
+  const std::int64_t row_local = local_index / cols_global;
+  const std::int64_t col = local_index % cols_global;
+  std::int64_t local_start = 0;
+  std::int64_t global_start = 0;
+  for (std::int64_t section : spec.row_sections) {
+    const std::int64_t section_local = section / tp_size;
+    if (row_local < local_start + section_local) {
+      const std::int64_t global_row =
+          global_start + static_cast<std::int64_t>(tp_rank) * section_local + (row_local - local_start);
+      return global_row * cols_global + col;
+    }
+    local_start += section_local;
+    global_start += section;
+  }
+  throw std::out_of_range("global_element_index: element " + std::to_string(local_index) + " is outside '" +
+                          spec.name + "' " + shape_string(spec.shape));
+}
+
+}  // namespace loom::model

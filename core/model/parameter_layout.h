@@ -1,0 +1,55 @@
+// The list of parameters a model shard holds: names, global and local shapes, how each
+// tensor is split under tensor parallelism, weight-decay group and initialisation rule.
+// This list is the single source of truth that ParameterSet (flat buffers), init_weights,
+// parameter_count, checkpoints and gradient bucketing all read.
+//
+// Names use global layer indices ("layers.7.attn.qkv.weight" is layer 7 whichever pipeline
+// stage holds it) and map 1:1 to the PyTorch reference in tests/reference.
+//
+// Pure functions over values: safe from any thread or rank.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/model/model_config.h"
+#include "core/tensor.h"
+
+namespace loom::model {
+
+// How a global tensor is cut into tp_size slices (slice r goes to tp rank r).
+enum class TpSplit : std::uint8_t {
+  None,   // replicated on every tp rank
+  Rows,   // dim 0 cut; with row sections, each section is cut separately (fused qkv)
+  Cols,   // dim 1 cut (row-parallel linears: attention out, MLP down)
+  Vocab,  // dim 0 of a [V, C] table cut by vocabulary range (embedding, LM head)
+};
+
+const char* tp_split_name(TpSplit split);
+
+enum class InitKind : std::uint8_t { Normal, Zeros, Ones };
+
+struct ParameterSpec {
+  std::string name;
+  Shape global_shape;
+  Shape shape;  // this tp rank's slice
+  bool decay = false;
+  TpSplit split = TpSplit::None;
+  // For Rows/Vocab: the global heights of the row sections that are each split evenly
+  // (qkv: {Hq·D, Hkv·D, Hkv·D}); a single section for ordinary tensors.
+  std::vector<std::int64_t> row_sections;
+  InitKind init = InitKind::Zeros;
+  float init_std = 0.0f;  // InitKind::Normal only
+};
+
+// Every parameter of the shard, in flat-buffer order. Throws std::invalid_argument when the
+// config or spec is invalid.
+std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const ShardSpec& shard, HeadKind head);
+
+// The flat index in the GLOBAL tensor of element `local_index` of tp slice `tp_rank` of
+// `tp_size`. Used by init_weights so values do not depend on the layout, and by checkpoint
+// resharding.
+std::int64_t global_element_index(const ParameterSpec& spec, std::int64_t local_index, int tp_rank, int tp_size);
+
+}  // namespace loom::model

@@ -1,0 +1,287 @@
+#include "core/model/transformer.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "core/model/init.h"
+
+namespace loom::model {
+
+namespace {
+
+ShardSpec checked_shard(const ModelConfig& config, const ShardSpec& shard) {
+  config.validate();
+  return shard.resolved(config);
+}
+
+}  // namespace
+
+Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend)
+    : config_(config),
+      shard_(checked_shard(config, shard)),
+      head_(head),
+      backend_(backend),
+      dims_(ShardDims::of(config_, shard_)),
+      params_(parameter_specs(config_, shard_, head_), backend) {
+  if (params_.contains("embed.tokens.weight")) {
+    token_embedding_ = params_.value("embed.tokens.weight");
+    d_token_embedding_ = params_.grad("embed.tokens.weight");
+  }
+  if (params_.contains("embed.positions.weight")) {
+    position_embedding_ = params_.value("embed.positions.weight");
+    d_position_embedding_ = params_.grad("embed.positions.weight");
+  }
+  blocks_.reserve(static_cast<std::size_t>(dims_.layers));
+  for (std::int64_t layer = shard_.layer_begin; layer < shard_.layer_end; ++layer) {
+    blocks_.emplace_back(config_, dims_, layer, params_);
+  }
+  if (shard_.owns_head(config_)) {
+    final_norm_ = Norm::bind(params_, "final_norm", config_);
+    if (head_ == HeadKind::Scalar) {
+      head_linear_ = Linear::bind(params_, "score_head");
+    } else if (config_.tie_embeddings) {
+      head_linear_.weight = token_embedding_;
+      head_linear_.dweight = d_token_embedding_;
+    } else {
+      head_linear_ = Linear::bind(params_, "lm_head");
+    }
+    if (head_ == HeadKind::LM) {
+      ones_vocab_ = Tensor::empty({config_.vocab_size, 1}, DType::F32, backend_.device());
+      backend_.fill(ones_vocab_, 1.0f);
+      host_loss_totals_ = Tensor::empty({2, 1}, DType::F32, Device::CPU);
+    }
+  }
+}
+
+void Transformer::init_weights(std::uint64_t seed) {
+  init_parameters(params_, seed, shard_.tp_rank, shard_.tp_size, backend_);
+}
+
+void Transformer::zero_grads() { backend_.fill(params_.grads(), 0.0f); }
+
+// ---- checks and slots -------------------------------------------------------------------
+
+void Transformer::require_stage(bool ok, const char* step, const char* what) const {
+  if (!ok) throw std::logic_error(std::string("Transformer::") + step + ": " + what);
+}
+
+void Transformer::check_tokens(const Tensor& t, const char* what, const char* step) const {
+  if (t.ndim() != 2 || t.dtype() != DType::I32) {
+    throw std::invalid_argument(std::string("Transformer::") + step + ": " + what + " must be [B, T] i32, got " +
+                                t.describe());
+  }
+  if (t.dim(1) > config_.max_seq_len) {
+    throw std::invalid_argument(std::string("Transformer::") + step + ": sequence length " +
+                                std::to_string(t.dim(1)) + " exceeds max_seq_len " +
+                                std::to_string(config_.max_seq_len));
+  }
+}
+
+SlotActivations& Transformer::slot_for(int slot, std::int64_t batch, std::int64_t seq) {
+  if (slot < 0) throw std::invalid_argument("Transformer: activation slot must be >= 0, got " + std::to_string(slot));
+  require_stage(shard_.tp_size == 1, "forward",
+                "tensor-parallel execution (tp_size > 1) is not wired yet; such shards can be built and "
+                "initialised but not run");
+  const auto index = static_cast<std::size_t>(slot);
+  if (slots_.size() <= index) {
+    slots_.resize(index + 1);
+    slot_ids_.resize(index + 1);
+    slot_hidden_.resize(index + 1);
+  }
+  if (!slots_[index]) slots_[index] = std::make_unique<SlotActivations>();
+  slots_[index]->plan(dims_, shard_.owns_head(config_), batch, seq, backend_.device());
+  return *slots_[index];
+}
+
+SlotActivations& Transformer::planned_slot(int slot, const char* step) {
+  const auto index = static_cast<std::size_t>(slot);
+  if (slot < 0 || index >= slots_.size() || !slots_[index] || slots_[index]->batch == 0) {
+    throw std::logic_error(std::string("Transformer::") + step + ": no forward pass has run on slot " +
+                           std::to_string(slot));
+  }
+  SlotActivations& s = *slots_[index];
+  workspace_.plan(dims_, head_ == HeadKind::LM && shard_.owns_head(config_), s.batch, s.seq, backend_);
+  return s;
+}
+
+// ---- embeddings ---------------------------------------------------------------------------
+
+const Tensor& Transformer::embed_forward(const Tensor& ids, int slot) {
+  require_stage(shard_.owns_embeddings(), "embed_forward", "this stage does not own layer 0 (the embeddings)");
+  check_tokens(ids, "ids", "embed_forward");
+  const std::int64_t B = ids.dim(0), T = ids.dim(1), C = dims_.d_model;
+  SlotActivations& s = slot_for(slot, B, T);
+  const std::int64_t vocab_offset = shard_.tp_rank * dims_.vocab;
+  backend_.embedding_forward(ids.reshape({B * T}), token_embedding_, s.input, vocab_offset);
+  if (position_embedding_.defined()) {
+    const Tensor positions = position_embedding_.view(0, {T, C});
+    for (std::int64_t b = 0; b < B; ++b) {
+      Tensor rows = s.input.view(b * T * C, {T, C});
+      backend_.add_inplace(rows, positions);
+    }
+  }
+  slot_ids_[static_cast<std::size_t>(slot)] = ids;
+  return s.input;
+}
+
+void Transformer::embed_backward(const Tensor& dhidden, int slot) {
+  require_stage(shard_.owns_embeddings(), "embed_backward", "this stage does not own layer 0 (the embeddings)");
+  SlotActivations& s = planned_slot(slot, "embed_backward");
+  const Tensor& ids = slot_ids_[static_cast<std::size_t>(slot)];
+  require_stage(ids.defined(), "embed_backward", "embed_forward has not run on this slot");
+  const std::int64_t B = s.batch, T = s.seq, C = dims_.d_model;
+  backend_.embedding_backward(ids.reshape({B * T}), dhidden, d_token_embedding_, shard_.tp_rank * dims_.vocab);
+  if (d_position_embedding_.defined()) {
+    Tensor d_positions = d_position_embedding_.view(0, {T, C});
+    for (std::int64_t b = 0; b < B; ++b) backend_.add_inplace(d_positions, dhidden.view(b * T * C, {T, C}));
+  }
+}
+
+// ---- blocks -------------------------------------------------------------------------------
+
+Tensor& Transformer::stage_input(std::int64_t batch, std::int64_t seq, int slot) {
+  return slot_for(slot, batch, seq).input;
+}
+
+const Tensor& Transformer::blocks_forward(const Tensor& hidden_in, int slot) {
+  if (hidden_in.ndim() != 3 || hidden_in.dim(2) != dims_.d_model) {
+    throw std::invalid_argument("Transformer::blocks_forward: hidden state must be [B, T, " +
+                                std::to_string(dims_.d_model) + "], got " + hidden_in.describe());
+  }
+  SlotActivations& s = slot_for(slot, hidden_in.dim(0), hidden_in.dim(1));
+  if (hidden_in.raw() != s.input.raw()) backend_.copy(hidden_in, s.input);
+  const Tensor* x = &s.input;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    blocks_[i].forward(backend_, *x, s.layers[i]);
+    x = &s.layers[i].output;
+  }
+  return *x;
+}
+
+const Tensor& Transformer::blocks_backward(const Tensor& dhidden_out, int slot) {
+  SlotActivations& s = planned_slot(slot, "blocks_backward");
+  if (dhidden_out.numel() != s.batch * s.seq * dims_.d_model) {
+    throw std::invalid_argument("Transformer::blocks_backward: gradient " + dhidden_out.describe() +
+                                " does not match the slot's hidden state " + s.input.describe());
+  }
+  if (dhidden_out.raw() != workspace_.d_residual.raw()) backend_.copy(dhidden_out, workspace_.d_residual);
+  for (std::size_t i = blocks_.size(); i-- > 0;) {
+    const Tensor& x = i == 0 ? s.input : s.layers[i - 1].output;
+    blocks_[i].backward(backend_, x, s.layers[i], workspace_);
+  }
+  return workspace_.d_residual;
+}
+
+// ---- heads --------------------------------------------------------------------------------
+
+void Transformer::head_norm_forward(const Tensor& hidden, SlotActivations& s, int slot) {
+  final_norm_.forward(backend_, hidden, s.final_norm_out, s.final_norm_mean, s.final_norm_rstd);
+  slot_hidden_[static_cast<std::size_t>(slot)] = hidden;
+}
+
+const Tensor& Transformer::head_backward(const Tensor& dhead_out, SlotActivations& s, int slot) {
+  backend_.fill(workspace_.d_norm, 0.0f);
+  head_linear_.backward(backend_, dhead_out, s.final_norm_out, workspace_.d_norm);
+  backend_.fill(workspace_.d_residual, 0.0f);
+  final_norm_.backward(backend_, workspace_.d_norm, slot_hidden_[static_cast<std::size_t>(slot)], s.final_norm_mean,
+                       s.final_norm_rstd, workspace_.d_residual);
+  return workspace_.d_residual;
+}
+
+LossSum Transformer::lm_head_forward(const Tensor& hidden, const Tensor& targets, int slot) {
+  require_stage(shard_.owns_head(config_) && head_ == HeadKind::LM, "lm_head_forward",
+                "this shard has no LM head (it is not the last stage, or the head is scalar)");
+  check_tokens(targets, "targets", "lm_head_forward");
+  const std::int64_t B = targets.dim(0), T = targets.dim(1), N = B * T;
+  if (hidden.numel() != N * dims_.d_model) {
+    throw std::invalid_argument("Transformer::lm_head_forward: hidden " + hidden.describe() +
+                                " does not match targets " + targets.describe());
+  }
+  SlotActivations& s = slot_for(slot, B, T);
+  workspace_.plan(dims_, true, B, T, backend_);
+  Workspace& ws = workspace_;
+
+  head_norm_forward(hidden, s, slot);
+  head_linear_.forward(backend_, s.final_norm_out, ws.logits);
+  targets_ = targets.reshape({N});
+  Tensor losses = ws.loss_terms.view(0, {N});
+  Tensor counted = ws.loss_terms.view(N, {N, 1});
+  backend_.cross_entropy_forward(ws.logits, targets_, losses);
+  // Targets inside [0, V) pick a 1 from the ones column, ignored (negative) ones give 0;
+  // one [2, N] x [N, 1] product then yields {Σ loss, count} without a host loop.
+  backend_.embedding_forward(targets_, ones_vocab_, counted);
+  backend_.matmul(ws.loss_terms, false, ws.ones_tokens, false, ws.loss_totals);
+  backend_.copy(ws.loss_totals, host_loss_totals_);
+  logits_slot_ = slot;
+
+  const float* totals = host_loss_totals_.data<float>();
+  return LossSum{static_cast<double>(totals[0]), std::llround(totals[1])};
+}
+
+const Tensor& Transformer::lm_head_backward(float dloss_per_token, int slot) {
+  require_stage(shard_.owns_head(config_) && head_ == HeadKind::LM, "lm_head_backward",
+                "this shard has no LM head");
+  SlotActivations& s = planned_slot(slot, "lm_head_backward");
+  if (logits_slot_ != slot) {
+    throw std::logic_error("Transformer::lm_head_backward: the logits buffer holds slot " +
+                           std::to_string(logits_slot_) + ", not slot " + std::to_string(slot) +
+                           "; run lm_head_forward for a slot right before its backward (and only once)");
+  }
+  Workspace& ws = workspace_;
+  Tensor dloss = ws.loss_terms.view(0, {s.batch * s.seq});
+  backend_.fill(dloss, dloss_per_token);
+  backend_.cross_entropy_backward(ws.logits, targets_, dloss, ws.logits);
+  logits_slot_ = -1;  // the buffer now holds dlogits
+  return head_backward(ws.logits, s, slot);
+}
+
+const Tensor& Transformer::scalar_head_forward(const Tensor& hidden, int slot) {
+  require_stage(shard_.owns_head(config_) && head_ == HeadKind::Scalar, "scalar_head_forward",
+                "this shard has no scalar head");
+  if (hidden.ndim() != 3) {
+    throw std::invalid_argument("Transformer::scalar_head_forward: hidden must be [B, T, C], got " +
+                                hidden.describe());
+  }
+  SlotActivations& s = slot_for(slot, hidden.dim(0), hidden.dim(1));
+  head_norm_forward(hidden, s, slot);
+  Tensor values = s.values.reshape({s.batch * s.seq, 1});
+  head_linear_.forward(backend_, s.final_norm_out, values);
+  return s.values;
+}
+
+const Tensor& Transformer::scalar_head_backward(const Tensor& dvalues, int slot) {
+  require_stage(shard_.owns_head(config_) && head_ == HeadKind::Scalar, "scalar_head_backward",
+                "this shard has no scalar head");
+  SlotActivations& s = planned_slot(slot, "scalar_head_backward");
+  if (dvalues.numel() != s.batch * s.seq || dvalues.dtype() != DType::F32) {
+    throw std::invalid_argument("Transformer::scalar_head_backward: dvalues must be [" + std::to_string(s.batch) +
+                                ", " + std::to_string(s.seq) + "] f32, got " + dvalues.describe());
+  }
+  return head_backward(dvalues.reshape({s.batch * s.seq, 1}), s, slot);
+}
+
+// ---- whole model --------------------------------------------------------------------------
+
+LossSum Transformer::forward_lm(const Tensor& ids, const Tensor& targets) {
+  require_stage(shard_.owns_embeddings() && shard_.owns_head(config_), "forward_lm",
+                "needs a single-stage shard (all layers); pipeline stages use the stage steps");
+  const Tensor& hidden = blocks_forward(embed_forward(ids, 0), 0);
+  return lm_head_forward(hidden, targets, 0);
+}
+
+void Transformer::backward_lm(float dloss_per_token) {
+  embed_backward(blocks_backward(lm_head_backward(dloss_per_token, 0), 0), 0);
+}
+
+const Tensor& Transformer::forward_scalar(const Tensor& ids) {
+  require_stage(shard_.owns_embeddings() && shard_.owns_head(config_), "forward_scalar",
+                "needs a single-stage shard (all layers); pipeline stages use the stage steps");
+  return scalar_head_forward(blocks_forward(embed_forward(ids, 0), 0), 0);
+}
+
+void Transformer::backward_scalar(const Tensor& dvalues) {
+  embed_backward(blocks_backward(scalar_head_backward(dvalues, 0), 0), 0);
+}
+
+}  // namespace loom::model

@@ -1,0 +1,131 @@
+// Transformer: one rank's shard of a decoder-only language model (GPT-2 or Llama family)
+// with an LM or scalar head, explicit forward and backward, all numerics via Backend.
+//
+// A shard owns layers [layer_begin, layer_end) and tensor-parallel slice tp_rank of tp_size
+// (ShardSpec). The stage that owns layer 0 holds the embeddings; the stage that owns the
+// last layer holds the final norm and the head. A pipeline schedule drives the stage steps
+// below per micro-batch; single-stage callers use forward_lm/backward_lm and
+// forward_scalar/backward_scalar.
+//
+// Parameters and gradients live in one ParameterSet (two flat f32 buffers). Backward ops
+// ADD into gradients, so gradient accumulation over micro-batches is just calling backward
+// again; call zero_grads() at the start of an optimizer step.
+//
+// Activations: `slot` picks one of several saved-activation sets so that several
+// micro-batches can be in flight on a stage (1F1B holds up to pp of them); each is sized for
+// the largest (B, T) it has seen and reused. The backward scratch and the LM head's logits
+// are shared: the backward of a micro-batch runs to completion before the next starts, and
+// lm_head_backward must follow its slot's lm_head_forward with no other LM-head forward in
+// between (the 1F1B last stage does exactly that).
+//
+// Inputs held by reference: ids and targets are kept (as Tensor handles) from forward to
+// backward; the caller must not overwrite them in between.
+//
+// Threads: one thread drives a Transformer. Ranks: nothing here communicates; tensor
+// parallel collectives are not wired yet, so tp_size > 1 shards can be built (shapes,
+// parameters, init) but not run.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model/activations.h"
+#include "core/model/block.h"
+#include "core/model/layers.h"
+#include "core/model/model_config.h"
+#include "core/model/parameter_set.h"
+
+namespace loom::model {
+
+// Sum of per-token losses and the number of tokens that carried a target.
+struct LossSum {
+  double sum = 0.0;
+  std::int64_t count = 0;
+  double mean() const { return count > 0 ? sum / static_cast<double>(count) : 0.0; }
+};
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend);
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const ShardSpec& shard() const { return shard_; }
+  HeadKind head_kind() const { return head_; }
+  const ShardDims& dims() const { return dims_; }
+  ParameterSet& params() { return params_; }
+  const ParameterSet& params() const { return params_; }
+  Backend& backend() { return backend_; }
+
+  // Layout-independent init (see init.h) of this shard's slice.
+  void init_weights(std::uint64_t seed);
+  void zero_grads();
+
+  // ---- whole model (single stage: owns every layer, tp_size = 1) -------------------------
+  // ids, targets [B, T] i32; target < 0 is ignored.
+  LossSum forward_lm(const Tensor& ids, const Tensor& targets);
+  // Adds the gradient of dloss_per_token · Σ token losses (mean loss: 1 / count).
+  void backward_lm(float dloss_per_token);
+  // values [B, T] f32, valid until the next forward on slot 0.
+  const Tensor& forward_scalar(const Tensor& ids);
+  void backward_scalar(const Tensor& dvalues);  // dvalues [B, T] f32
+
+  // ---- stage steps (pipeline schedules) -------------------------------------------------
+  // Embedding lookup (stage with layer 0): returns the hidden state [B, T, C] of the slot.
+  const Tensor& embed_forward(const Tensor& ids, int slot = 0);
+  // Runs this stage's layers. hidden_in [B, T, C] may be the tensor embed_forward returned
+  // or stage_input(...) filled by a pipeline receive (no copy then), or any other tensor
+  // (copied in). Returns the stage output [B, T, C].
+  const Tensor& blocks_forward(const Tensor& hidden_in, int slot = 0);
+  // The slot's input buffer for (B, T), for receiving a hidden state in place.
+  Tensor& stage_input(std::int64_t batch, std::int64_t seq, int slot = 0);
+  // LM head on the stage output (the tensor blocks_forward returned).
+  LossSum lm_head_forward(const Tensor& hidden, const Tensor& targets, int slot = 0);
+  // The logits [B·T, V/tp] of the last lm_head_forward, until lm_head_backward overwrites
+  // them with their gradient (for evaluation and tests).
+  const Tensor& lm_logits() const { return workspace_.logits; }
+  // Returns ∂L/∂hidden [B, T, C] (the shared backward buffer).
+  const Tensor& lm_head_backward(float dloss_per_token, int slot = 0);
+  const Tensor& scalar_head_forward(const Tensor& hidden, int slot = 0);  // values [B, T]
+  const Tensor& scalar_head_backward(const Tensor& dvalues, int slot = 0);
+  // dhidden_out: the head's return value, or a received gradient [B, T, C] (copied into
+  // the shared buffer unless it is that buffer). Returns ∂L/∂(stage input) [B, T, C].
+  const Tensor& blocks_backward(const Tensor& dhidden_out, int slot = 0);
+  // Embedding gradients from ∂L/∂(embedding output) [B, T, C].
+  void embed_backward(const Tensor& dhidden, int slot = 0);
+
+ private:
+  SlotActivations& slot_for(int slot, std::int64_t batch, std::int64_t seq);
+  SlotActivations& planned_slot(int slot, const char* step);
+  void require_stage(bool ok, const char* step, const char* what) const;
+  void check_tokens(const Tensor& t, const char* what, const char* step) const;
+  void head_norm_forward(const Tensor& hidden, SlotActivations& s, int slot);
+  const Tensor& head_backward(const Tensor& dhead_out, SlotActivations& s, int slot);
+
+  ModelConfig config_;
+  ShardSpec shard_;
+  HeadKind head_;
+  Backend& backend_;
+  ShardDims dims_;
+  ParameterSet params_;
+
+  Tensor token_embedding_, d_token_embedding_;        // [V/tp, C]
+  Tensor position_embedding_, d_position_embedding_;  // [max_seq, C] (GPT-2)
+  std::vector<TransformerBlock> blocks_;
+  Norm final_norm_;
+  Linear head_linear_;  // LM: [V/tp, C] (tied: the token embedding) no bias; scalar: [1, C] + [1]
+  Tensor ones_vocab_;   // [V, 1] all ones: marks targets inside the vocabulary (counted tokens)
+
+  std::vector<std::unique_ptr<SlotActivations>> slots_;
+  Workspace workspace_;
+  std::vector<Tensor> slot_ids_;      // ids seen by embed_forward, per slot
+  std::vector<Tensor> slot_hidden_;   // the hidden state the head read, per slot
+  Tensor targets_;                    // of the last lm_head_forward, [N] i32
+  Tensor host_loss_totals_;           // [2, 1] f32 on the CPU: {Σ loss, count} read back
+  int logits_slot_ = -1;              // slot whose logits the workspace holds
+};
+
+}  // namespace loom::model

@@ -1,0 +1,54 @@
+// Stable 64-bit fingerprints for data files and token stores: FNV-1a over bytes, so a
+// fingerprint written today is reproduced by any later loom build and by a few lines of
+// Python (docs/data-format.md gives the definition). Not a cryptographic hash; it detects
+// accidental change (a flipped bit, a different input file), not tampering.
+//
+// Thread safety: Fingerprint is a plain value; the free functions are reentrant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace loom::io {
+
+class Fingerprint {
+ public:
+  static constexpr std::uint64_t kOffsetBasis = 0xcbf29ce484222325ULL;
+  static constexpr std::uint64_t kPrime = 0x100000001b3ULL;
+
+  void add_bytes(const void* data, std::size_t size);
+  void add(std::string_view text) { add_bytes(text.data(), text.size()); }
+  // Adds the value's little-endian bytes (loom runs on little-endian machines only).
+  void add_u64(std::uint64_t value) { add_bytes(&value, sizeof value); }
+  template <typename T> void add_span(std::span<const T> values) {
+    add_bytes(values.data(), values.size_bytes());
+  }
+  std::uint64_t value() const { return state_; }
+
+ private:
+  std::uint64_t state_ = kOffsetBasis;
+};
+
+// Fingerprint of a file's bytes, or of a directory's regular files (sorted by name, each
+// contributing its name and bytes). Throws std::runtime_error naming the path it cannot read.
+std::uint64_t fingerprint_path(const std::filesystem::path& path);
+
+// "0x" followed by 16 lower-case hex digits, and back (throws std::invalid_argument).
+std::string fingerprint_hex(std::uint64_t value);
+std::uint64_t parse_fingerprint_hex(std::string_view text);
+
+// A well-mixed 64-bit function of one 64-bit input (SplitMix64's finaliser). Used for
+// counter-based random numbers and hash splits, where the same input must always give the
+// same output.
+constexpr std::uint64_t mix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace loom::io

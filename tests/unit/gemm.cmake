@@ -1,0 +1,13 @@
+# The CPU GEMM: loom::cpu::sgemm and every backend that was found, against a double loop.
+set(gemm_test_deps loom_gemm)
+set(gemm_test_defs "")
+if(TARGET loom_gemm_openblas)
+  list(APPEND gemm_test_deps loom_gemm_openblas)
+  list(APPEND gemm_test_defs LOOM_TEST_OPENBLAS=1)
+endif()
+if(TARGET loom_gemm_onednn)
+  list(APPEND gemm_test_deps loom_gemm_onednn)
+  list(APPEND gemm_test_defs LOOM_TEST_ONEDNN=1)
+endif()
+loom_test(test_gemm SOURCE ${PROJECT_SOURCE_DIR}/tests/unit/test_gemm.cpp DEPS ${gemm_test_deps} LABELS unit)
+target_compile_definitions(test_gemm PRIVATE ${gemm_test_defs})

@@ -1,0 +1,288 @@
+#include "train/sft.h"
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "core/backend.h"
+#include "core/kernels/gemm/gemm.h"
+#include "core/model/transformer.h"
+#include "core/optim/adamw.h"
+#include "core/optim/grad_clip.h"
+#include "core/optim/lr_schedule.h"
+#include "io/data/loader.h"
+#include "io/data/token_store.h"
+#include "io/record/fingerprint.h"
+#include "io/record/metrics_log.h"
+#include "io/record/progress.h"
+#include "io/record/run_record.h"
+#include "io/tokenizer/tokenizer.h"
+#include "io/weights/model_weights.h"
+#include "train/settings.h"
+
+namespace loom::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::ostringstream out;
+  out << std::put_time(std::gmtime(&now), "%Y-%m-%dT%H:%M:%SZ");
+  return out.str();
+}
+
+std::shared_ptr<const io::TokenStore> open_store(const config::Config& config, const char* key,
+                                                 std::int64_t vocab_size) {
+  const auto path = config.get_path(key);
+  auto store = io::TokenStore::open(path);
+  if (store->info().vocab_size > vocab_size) {
+    throw config::ConfigError(std::string(key) + " = " + path.string() + " was tokenized with " +
+                              std::to_string(store->info().vocab_size) + " tokens but the model has " +
+                              std::to_string(vocab_size) + " (data.tokenizer or model.vocab_size mismatch)");
+  }
+  return store;
+}
+
+// Mean loss over the validation split (or its first eval.batches batches), forward only.
+model::LossSum evaluate(model::Transformer& model, const std::shared_ptr<const io::TokenStore>& store,
+                        const io::LoaderOptions& train_options, std::int64_t micro_batch, std::int64_t max_batches) {
+  io::LoaderOptions options = train_options;
+  options.shuffle = false;
+  options.seed = 0;
+  options.global_batch = micro_batch;
+  io::DataLoader loader(store, options);
+  std::int64_t batches = (loader.samples_per_epoch() + micro_batch - 1) / micro_batch;
+  if (max_batches > 0) batches = std::min(batches, max_batches * (train_options.global_batch / micro_batch));
+  model::LossSum total;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    const io::Batch batch = loader.next();
+    const model::LossSum part = model.forward_lm(batch.ids, batch.targets);
+    total.sum += part.sum;
+    total.count += part.count;
+  }
+  return total;
+}
+
+}  // namespace
+
+config::Schema sft_schema() {
+  config::Schema schema;
+  add_run_settings(schema);
+  add_model_settings(schema);
+  add_data_settings(schema);
+  add_train_settings(schema);
+  add_eval_settings(schema);
+  return schema;
+}
+
+int run_sft(const config::Config& config) {
+  const auto run_dir = config.get_path("run_dir");
+  const int threads = config.get_int("train.threads") > 0 ? static_cast<int>(config.get_int("train.threads"))
+                                                           : static_cast<int>(std::thread::hardware_concurrency());
+  cpu::set_gemm_threads(threads);
+
+  const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
+  const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
+  const auto train_store = open_store(config, "data.train", model_config.vocab_size);
+  std::shared_ptr<const io::TokenStore> val_store;
+  if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size);
+
+  const std::int64_t batch_size = config.get_int("train.batch_size");
+  std::int64_t micro_batch = config.get_int("train.micro_batch_size");
+  if (micro_batch == 0) micro_batch = batch_size;
+  if (batch_size % micro_batch != 0) {
+    throw config::ConfigError("train.batch_size = " + std::to_string(batch_size) +
+                              " is not a multiple of train.micro_batch_size = " + std::to_string(micro_batch));
+  }
+  const std::int64_t seq_len = config.get_int("data.seq_len");
+  const std::int64_t max_steps = config.get_int("train.max_steps");
+  const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
+
+  auto backend = make_cpu_backend();
+  model::Transformer model(model_config, model::ShardSpec::whole(model_config), model::HeadKind::LM, *backend);
+  model.init_weights(seed);
+  if (config.has_value("train.init_from")) {
+    const auto from = config.get_path("train.init_from");
+    io::load_model_weights(from, model);
+    std::cerr << "loom-sft: initialised from " << from.string() << "\n";
+  }
+
+  optim::AdamWConfig adamw_config;
+  adamw_config.beta1 = static_cast<float>(config.get_float("train.beta1"));
+  adamw_config.beta2 = static_cast<float>(config.get_float("train.beta2"));
+  adamw_config.eps = static_cast<float>(config.get_float("train.eps"));
+  adamw_config.weight_decay = static_cast<float>(config.get_float("train.weight_decay"));
+  optim::AdamW optimizer(model.params(), adamw_config, *backend);
+  optim::LrSchedule schedule;
+  schedule.max_lr = static_cast<float>(config.get_float("train.lr"));
+  schedule.min_lr = static_cast<float>(config.get_float("train.min_lr"));
+  schedule.warmup_steps = config.get_int("train.warmup_steps");
+  schedule.total_steps = max_steps;
+  schedule.decay = optim::parse_decay_kind(config.get_string("train.schedule"));
+  try {
+    schedule.validate();
+  } catch (const std::invalid_argument& e) {
+    throw config::ConfigError(std::string("invalid train.* schedule settings: ") + e.what());
+  }
+  const float grad_clip = static_cast<float>(config.get_float("train.grad_clip"));
+
+  io::LoaderOptions loader_options;
+  loader_options.seq_len = seq_len;
+  loader_options.global_batch = batch_size;
+  loader_options.seed = seed;
+  loader_options.pack = config.get_bool("data.pack");
+  loader_options.shuffle = config.get_bool("data.shuffle");
+  loader_options.pad_id = tokenizer.eos_id();
+  io::DataLoader loader(train_store, loader_options);
+
+  const double flops_per_token = model_config.training_flops_per_token(seq_len);
+  nlohmann::json record = {
+      {"program", "loom-sft"},
+      {"config", config.to_json()},
+      {"git_commit", record::git_commit()},
+      {"host", record::host_info()},
+      {"started_at", utc_now()},
+      {"layout", {{"world_size", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"threads", threads},
+                  {"backend", backend->name()}, {"gemm", cpu::gemm_library()}}},
+      {"model", {{"config", io::model_config_json(model_config)},
+                 {"parameters", model_config.parameter_count()},
+                 {"training_flops_per_token", flops_per_token}}},
+      {"data", {{"tokenizer", config.get_path("data.tokenizer").string()},
+                {"train", {{"path", config.get_path("data.train").string()},
+                           {"fingerprint", record::hex64(train_store->fingerprint())},
+                           {"documents", train_store->n_documents()},
+                           {"tokens", train_store->n_tokens()},
+                           {"kind", train_store->info().kind},
+                           {"samples_per_epoch", loader.samples_per_epoch()}}}}}};
+  if (val_store) {
+    record["data"]["val"] = {{"path", config.get_path("data.val").string()},
+                             {"fingerprint", record::hex64(val_store->fingerprint())},
+                             {"documents", val_store->n_documents()},
+                             {"tokens", val_store->n_tokens()}};
+  }
+  record::write_run_record(run_dir, record);
+  record::MetricsLog metrics(run_dir);
+
+  std::cerr << "loom-sft: " << model::family_name(model_config.family) << " model, "
+            << model_config.parameter_count() << " parameters, " << model_config.n_layers << " layers, d_model "
+            << model_config.d_model << ", vocab " << model_config.vocab_size << "\n"
+            << "loom-sft: " << train_store->n_tokens() << " training tokens (" << loader.samples_per_epoch()
+            << " sequences of " << seq_len << " per epoch), batch " << batch_size << " x " << seq_len
+            << ", micro-batch " << micro_batch << ", " << max_steps << " steps, " << threads << " threads\n"
+            << "loom-sft: writing " << (run_dir / "metrics.jsonl").string() << "\n";
+
+  const std::int64_t eval_every = config.get_int("eval.every");
+  const std::int64_t eval_batches = config.get_int("eval.batches");
+  const std::int64_t log_every = config.get_int("train.log_every");
+  const double max_time = config.get_float("train.max_time");
+  record::Progress progress(max_steps, "sft");
+
+  std::optional<double> last_val_loss;
+  double last_loss = 0.0;
+  std::int64_t step = 0, skipped_steps = 0, tokens_seen = 0;
+  std::string stopped_by = "max_steps";
+  const auto start = Clock::now();
+  auto validate = [&]() {
+    if (!val_store) return;
+    const model::LossSum val = evaluate(model, val_store, loader_options, micro_batch, eval_batches);
+    last_val_loss = val.mean();
+    metrics.write({{"step", step}, {"val_loss", *last_val_loss}, {"val_ppl", std::exp(*last_val_loss)},
+                   {"val_tokens", val.count}, {"elapsed_s", seconds_since(start)}});
+  };
+
+  if (config.get_bool("eval.at_start")) validate();
+  while (step < max_steps) {
+    const auto step_start = Clock::now();
+    model.zero_grads();
+    const io::Batch batch = loader.next();
+    model::LossSum loss;
+    const float dloss = batch.target_tokens > 0 ? 1.0f / static_cast<float>(batch.target_tokens) : 0.0f;
+    for (std::int64_t row = 0; row < batch.ids.dim(0); row += micro_batch) {
+      const Tensor ids = batch.ids.slice_rows(row, row + micro_batch);
+      const Tensor targets = batch.targets.slice_rows(row, row + micro_batch);
+      const model::LossSum part = model.forward_lm(ids, targets);
+      loss.sum += part.sum;
+      loss.count += part.count;
+      model.backward_lm(dloss);
+    }
+    const double norm = optim::grad_norm(*backend, model.params().grads());
+    const float lr = schedule.at(step);
+    const bool finite = std::isfinite(loss.mean()) && std::isfinite(norm);
+    if (finite) {
+      optimizer.step(lr, optim::clip_scale(norm, grad_clip));
+    } else {
+      ++skipped_steps;
+    }
+    ++step;
+    const double step_seconds = seconds_since(step_start);
+    const std::int64_t step_tokens = batch.ids.numel();
+    tokens_seen += step_tokens;
+    last_loss = loss.mean();
+    const double tokens_per_s = static_cast<double>(step_tokens) / step_seconds;
+    if (step % log_every == 0 || step == 1 || step == max_steps) {
+      metrics.write({{"step", step},
+                     {"loss", last_loss},
+                     {"lr", lr},
+                     {"grad_norm", norm},
+                     {"tokens_per_s", tokens_per_s},
+                     {"gflops", flops_per_token * static_cast<double>(step_tokens) / step_seconds / 1e9},
+                     {"tokens", tokens_seen},
+                     {"epoch", loader.epoch_progress()},
+                     {"skipped_steps", skipped_steps},
+                     {"elapsed_s", seconds_since(start)}});
+    }
+    const bool out_of_time = max_time > 0 && seconds_since(start) >= max_time;
+    if (eval_every > 0 && step % eval_every == 0 && step < max_steps && !out_of_time) validate();
+    std::vector<record::Progress::Field> fields = {{"loss", last_loss}, {"tok/s", tokens_per_s}};
+    if (last_val_loss) fields.push_back({"val", *last_val_loss});
+    progress.update(step, fields);
+    if (out_of_time) {
+      stopped_by = "max_time";
+      break;
+    }
+  }
+  progress.finish();
+  validate();
+  const double seconds = seconds_since(start);
+
+  nlohmann::json results = {{"steps", step},
+                            {"stopped_by", stopped_by},
+                            {"skipped_steps", skipped_steps},
+                            {"tokens", tokens_seen},
+                            {"seconds", seconds},
+                            {"tokens_per_s", static_cast<double>(tokens_seen) / seconds},
+                            {"final_train_loss", last_loss},
+                            {"finished_at", utc_now()}};
+  if (last_val_loss) {
+    results["val_loss"] = *last_val_loss;
+    results["val_ppl"] = std::exp(*last_val_loss);
+  }
+  const auto weights = run_dir / "model.h5";
+  io::save_model_weights(weights, model, {{"step", step}, {"tokens", tokens_seen}, {"run_dir", run_dir.string()},
+                                          {"results", results}});
+  record["results"] = results;
+  record["weights"] = weights.string();
+  record::write_run_record(run_dir, record);
+
+  std::cerr << "loom-sft: " << step << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
+            << stopped_by << "), final train loss " << std::setprecision(4) << last_loss;
+  if (last_val_loss) {
+    std::cerr << ", validation loss " << *last_val_loss << " (perplexity " << std::setprecision(2)
+              << std::exp(*last_val_loss) << ")";
+  }
+  std::cerr << "\nloom-sft: results in " << run_dir.string() << "/ (metrics.jsonl, run.json, model.h5)\n";
+  return 0;
+}
+
+}  // namespace loom::train
