@@ -329,7 +329,12 @@ std::uint64_t TokenStoreWriter::write(const fs::path& file) const {
   const std::uint64_t fingerprint =
       content_fingerprint(store_.offsets_, store_.tokens_, store_.loss_mask_, store_.answers_);
   {
-    H5Handle handle(H5_CHECK(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Fclose);
+    // The 1.8 file format (and newer) checksums every piece of metadata, so a flipped bit
+    // anywhere in the file is caught by HDF5 (metadata, chunk fletcher32) or by the
+    // content fingerprint.
+    H5Handle access(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), ctx), H5Pclose);
+    H5_CHECK(H5Pset_libver_bounds(access, H5F_LIBVER_V18, H5F_LIBVER_LATEST), ctx);
+    H5Handle handle(H5_CHECK(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access), ctx), H5Fclose);
     const TokenStoreInfo& info = store_.info_;
     write_number_attribute<std::int32_t>(handle, "format_version", kTokenStoreFormatVersion, H5T_STD_I32LE,
                                          H5T_NATIVE_INT32, ctx);
