@@ -117,12 +117,12 @@ struct SampleSet {
 };
 
 // Rounds of one sample per variant, in rotating order, until every variant has `reps` clean
-// samples or 5 × reps rounds have run.
+// samples or 3 × reps rounds have run.
 template <typename SampleFn>
 std::vector<SampleSet> interleaved_samples(int reps, SampleFn&& sample_variant) {
   const std::size_t count = variants().size();
   std::vector<SampleSet> sets(count);
-  for (int round = 0; round < 5 * reps; ++round) {
+  for (int round = 0; round < 3 * reps; ++round) {
     bool done = true;
     for (const SampleSet& set : sets) done = done && set.complete(reps);
     if (done) break;

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/backend.h"
+#include "core/kernels/cpu/profiling_backend.h"
 #include "core/kernels/gemm/gemm.h"
 #include "core/model/transformer.h"
 #include "core/optim/adamw.h"
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   std::string family = "gpt2";
   std::int64_t batch = 4, seq = 64, layers = 12, heads = 12, kv_heads = 0, d_model = 768, vocab = 50257, d_ff = 0;
   int threads = 2, steps = 6, warmup = 2;
+  bool profile = false;
   app.add_option("--family", family, "gpt2 or llama")->check(CLI::IsMember({"gpt2", "llama"}));
   app.add_option("--batch", batch, "Sequences per step")->check(CLI::PositiveNumber);
   app.add_option("--seq", seq, "Sequence length")->check(CLI::PositiveNumber);
@@ -62,6 +64,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "Timed steps")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "Untimed warm-up steps");
+  app.add_flag("--profile", profile,
+               "Time every backend op of the timed steps (per op and shape) and add the table as \"profile\"");
   CLI11_PARSE(app, argc, argv);
 
   using namespace loom;
@@ -75,7 +79,9 @@ int main(int argc, char** argv) {
       model::ModelConfig::from_family(fam, vocab, d_model, layers, heads, kv_heads, d_ff, std::max<std::int64_t>(seq, 1024));
   config.validate();
 
-  auto backend = make_cpu_backend();
+  auto cpu_backend = make_cpu_backend();
+  cpu::ProfilingBackend profiler(*cpu_backend);
+  Backend* backend = profile ? static_cast<Backend*>(&profiler) : cpu_backend.get();
   model::Transformer model(config, model::ShardSpec::whole(config), model::HeadKind::LM, *backend);
   model.init_weights(1337);
   optim::AdamWConfig adamw;
@@ -94,6 +100,7 @@ int main(int argc, char** argv) {
   std::vector<double> step_s, forward_s, backward_s, optimizer_s;
   double first_loss = 0.0, last_loss = 0.0;
   for (int i = 0; i < warmup + steps; ++i) {
+    if (i == warmup) profiler.reset();
     const auto t0 = Clock::now();
     model.zero_grads();
     const model::LossSum loss = model.forward_lm(ids, targets);
@@ -139,6 +146,18 @@ int main(int argc, char** argv) {
       {"peak_rss_mib", peak_rss_mib()},
       {"loss_first_step", first_loss},
       {"loss_last_step", last_loss}};
+  if (profile) {
+    // Per step: each op's share of the step, and the GEMM rate it reached.
+    nlohmann::json ops = nlohmann::json::array();
+    for (const cpu::OpTiming& t : profiler.timings()) {
+      nlohmann::json row = {{"op", t.key},
+                            {"calls_per_step", static_cast<double>(t.calls) / steps},
+                            {"ms_per_step", 1e3 * t.seconds / steps}};
+      if (t.flops > 0.0) row["gflops"] = t.flops / t.seconds / 1e9;
+      ops.push_back(row);
+    }
+    out["profile"] = {{"ops_ms_per_step", 1e3 * profiler.total_seconds() / steps}, {"ops", ops}};
+  }
   std::cout << out.dump(2) << std::endl;
   return 0;
 }

@@ -31,10 +31,29 @@ loom_found("nlohmann-json" nlohmann_json_FOUND "${nlohmann_json_VERSION}")
 find_package(CLI11 REQUIRED)
 loom_found("CLI11" CLI11_FOUND "${CLI11_VERSION}")
 
-# CPU GEMM: both libraries are looked for; LOOM_GEMM picks the one linked.
+# CPU GEMM: both libraries are looked for; LOOM_GEMM picks the one linked, bench-gemm links
+# both. Targets: loom_openblas, loom_dnnl.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(OPENBLAS IMPORTED_TARGET openblas)
-loom_found("OpenBLAS" OPENBLAS_FOUND "${OPENBLAS_VERSION}")
+# Prefer Debian's OpenMP build of OpenBLAS (libopenblas0-openmp) over the default pthread one:
+# the pthread build's workers keep spinning after each call and take the cores from loom's
+# OpenMP loops that follow (measured in docs/performance.md). Its libopenblas.so.0 sits in its
+# own directory; linking it by path puts that directory in the executables' RUNPATH, ahead of
+# the system-wide libopenblas.so.0 alternative.
+find_library(OPENBLAS_OPENMP_LIBRARY NAMES libopenblas.so.0
+             PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp NO_DEFAULT_PATH)
+if(OPENBLAS_FOUND)
+  add_library(loom_openblas INTERFACE IMPORTED)
+  if(OPENBLAS_OPENMP_LIBRARY)
+    target_include_directories(loom_openblas INTERFACE ${OPENBLAS_INCLUDE_DIRS})
+    target_link_libraries(loom_openblas INTERFACE ${OPENBLAS_OPENMP_LIBRARY})
+    set(OPENBLAS_THREADING "openmp build")
+  else()
+    target_link_libraries(loom_openblas INTERFACE PkgConfig::OPENBLAS)
+    set(OPENBLAS_THREADING "system default build; install libopenblas0-openmp for the OpenMP one")
+  endif()
+endif()
+loom_found("OpenBLAS" OPENBLAS_FOUND "${OPENBLAS_VERSION} (${OPENBLAS_THREADING})")
 # Debian's dnnl-config.cmake insists on OpenCL; the C API needs only the library and headers.
 find_library(DNNL_LIBRARY dnnl)
 find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)

@@ -47,32 +47,30 @@ void TransformerBlock::forward(Backend& backend, const Tensor& x, LayerActivatio
 
 void TransformerBlock::backward(Backend& backend, const Tensor& x, const LayerActivations& a, Workspace& ws) {
   const AttentionShape shape = attention_shape(x.dim(0), x.dim(1));
-  // Backward ops add into their input gradients, so each scratch buffer is cleared right
-  // before it collects; ws.d_residual is never cleared here: the residual stream's gradient
-  // passes through both branches and the norms add their share into it.
+  // Scratch gradients are either overwritten by the GEMM that produces them (first writer)
+  // or cleared right before an op that adds into them. ws.d_residual is never cleared here:
+  // the residual stream's gradient passes through both branches and the norms add their
+  // share into it.
   Tensor& d_res = ws.d_residual;
 
-  backend.fill(ws.d_mlp_act, 0.0f);
-  down_.backward(backend, d_res, a.mlp_act, ws.d_mlp_act);
+  down_.backward_overwrite(backend, d_res, a.mlp_act, ws.d_mlp_act);
   backend.fill(ws.d_mlp_up, 0.0f);
-  backend.fill(ws.d_norm, 0.0f);
   if (family_ == Family::GPT2) {
     backend.gelu_backward(ws.d_mlp_act, a.mlp_up, ws.d_mlp_up);
+    up_.backward_overwrite(backend, ws.d_mlp_up, a.mlp_norm_out, ws.d_norm);
   } else {
     backend.fill(ws.d_mlp_gate, 0.0f);
     backend.swiglu_backward(ws.d_mlp_act, a.mlp_gate, a.mlp_up, ws.d_mlp_gate, ws.d_mlp_up);
-    gate_.backward(backend, ws.d_mlp_gate, a.mlp_norm_out, ws.d_norm);
+    gate_.backward_overwrite(backend, ws.d_mlp_gate, a.mlp_norm_out, ws.d_norm);
+    up_.backward(backend, ws.d_mlp_up, a.mlp_norm_out, ws.d_norm);
   }
-  up_.backward(backend, ws.d_mlp_up, a.mlp_norm_out, ws.d_norm);
   mlp_norm_.backward(backend, ws.d_norm, a.residual_mid, a.mlp_norm_mean, a.mlp_norm_rstd, d_res);
 
-  backend.fill(ws.d_attn, 0.0f);
-  out_.backward(backend, d_res, a.attn_out, ws.d_attn);
+  out_.backward_overwrite(backend, d_res, a.attn_out, ws.d_attn);
   backend.fill(ws.d_qkv, 0.0f);
   backend.attention_backward(ws.d_attn, a.qkv, a.attn_out, a.attn_lse, shape, ws.d_qkv);
   if (family_ == Family::Llama) backend.rope_backward(ws.d_qkv, shape, rope_);
-  backend.fill(ws.d_norm, 0.0f);
-  qkv_.backward(backend, ws.d_qkv, a.attn_norm_out, ws.d_norm);
+  qkv_.backward_overwrite(backend, ws.d_qkv, a.attn_norm_out, ws.d_norm);
   attn_norm_.backward(backend, ws.d_norm, x, a.attn_norm_mean, a.attn_norm_rstd, d_res);
 }
 

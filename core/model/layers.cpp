@@ -13,6 +13,12 @@ Linear Linear::bind(const ParameterSet& params, const std::string& prefix) {
   return l;
 }
 
+void Linear::backward_overwrite(Backend& backend, const Tensor& dy, const Tensor& x, Tensor& dx) {
+  backend.matmul(dy, false, weight, false, dx, 1.0f, 0.0f);
+  Tensor no_dx;
+  backend.linear_backward(dy, x, weight, no_dx, dweight, dbias);
+}
+
 Norm Norm::bind(const ParameterSet& params, const std::string& prefix, const ModelConfig& config) {
   Norm n;
   n.family = config.family;

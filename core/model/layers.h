@@ -26,6 +26,9 @@ struct Linear {
   void backward(Backend& backend, const Tensor& dy, const Tensor& x, Tensor& dx) {
     backend.linear_backward(dy, x, weight, dx, dweight, dbias);
   }
+  // dx = dy·W, OVERWRITING dx (a GEMM with beta = 0), so scratch gradients need no clearing
+  // pass first; weight/bias gradients still accumulate.
+  void backward_overwrite(Backend& backend, const Tensor& dy, const Tensor& x, Tensor& dx);
 };
 
 // LayerNorm (GPT-2: weight and bias) or RMSNorm (Llama: weight only), by family.

@@ -181,8 +181,7 @@ void Transformer::head_norm_forward(const Tensor& hidden, SlotActivations& s, in
 }
 
 const Tensor& Transformer::head_backward(const Tensor& dhead_out, SlotActivations& s, int slot) {
-  backend_.fill(workspace_.d_norm, 0.0f);
-  head_linear_.backward(backend_, dhead_out, s.final_norm_out, workspace_.d_norm);
+  head_linear_.backward_overwrite(backend_, dhead_out, s.final_norm_out, workspace_.d_norm);
   backend_.fill(workspace_.d_residual, 0.0f);
   final_norm_.backward(backend_, workspace_.d_norm, slot_hidden_[static_cast<std::size_t>(slot)], s.final_norm_mean,
                        s.final_norm_rstd, workspace_.d_residual);

@@ -38,12 +38,18 @@ H5Handle string_type(const std::string& ctx) {
   return type;
 }
 
+// Fixed-length strings live in the attribute message itself, which the 1.8+ format
+// checksums; variable-length strings would live in the unchecksummed global heap.
 void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& ctx) {
-  H5Handle type = string_type(ctx);
+  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
+  H5_CHECK(H5Tset_size(type, std::max<std::size_t>(value.size(), 1)), ctx);
+  H5_CHECK(H5Tset_strpad(type, H5T_STR_NULLPAD), ctx);
+  H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8), ctx);
   H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
   H5Handle attribute(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Aclose);
-  const char* text = value.c_str();
-  H5_CHECK(H5Awrite(attribute, type, &text), ctx);
+  std::string padded = value;
+  padded.resize(std::max<std::size_t>(value.size(), 1), '\0');
+  H5_CHECK(H5Awrite(attribute, type, padded.data()), ctx);
 }
 
 template <typename T>
@@ -73,11 +79,8 @@ std::string read_string_attribute(hid_t object, const char* name, const std::str
     H5free_memory(text);
     return value;
   }
-  const std::size_t size = H5Tget_size(stored);
-  std::string value(size, '\0');
-  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
-  H5_CHECK(H5Tset_size(type, size), ctx);
-  H5_CHECK(H5Aread(attribute, type, value.data()), ctx);
+  std::string value(H5Tget_size(stored), '\0');
+  H5_CHECK(H5Aread(attribute, stored, value.data()), ctx);
   value.resize(std::min(value.find('\0'), value.size()));
   return value;
 }
@@ -141,29 +144,32 @@ std::vector<T> read_dataset(hid_t file, const char* name, hid_t memory_type, std
   return values;
 }
 
+// Answers are stored like documents: their UTF-8 bytes concatenated plus offsets, so they
+// get the same chunk checksums and fingerprint as the tokens.
 void write_answers(hid_t file, const std::vector<std::string>& answers, const std::string& ctx) {
-  std::vector<const char*> pointers;
-  pointers.reserve(answers.size());
-  for (const auto& answer : answers) pointers.push_back(answer.c_str());
-  H5Handle type = string_type(ctx);
-  write_dataset(file, "answers", pointers, type, type, ctx, /*compress=*/false);
+  std::vector<std::uint8_t> bytes;
+  std::vector<std::int64_t> offsets{0};
+  for (const auto& answer : answers) {
+    bytes.insert(bytes.end(), answer.begin(), answer.end());
+    offsets.push_back(static_cast<std::int64_t>(bytes.size()));
+  }
+  write_dataset(file, "answer_offsets", offsets, H5T_STD_I64LE, H5T_NATIVE_INT64, ctx);
+  write_dataset(file, "answer_bytes", bytes, H5T_STD_U8LE, H5T_NATIVE_UINT8, ctx);
 }
 
-std::vector<std::string> read_answers(hid_t file, std::int64_t expected_length, const std::string& ctx) {
+std::vector<std::string> read_answers(hid_t file, std::int64_t n_documents, const std::string& ctx) {
+  const auto offsets = read_dataset<std::int64_t>(file, "answer_offsets", H5T_NATIVE_INT64, n_documents + 1, ctx);
   hsize_t length = 0;
-  H5Handle dataset = open_dataset(file, "answers", length, ctx);
-  if (static_cast<std::int64_t>(length) != expected_length) {
-    throw std::runtime_error(ctx + ": dataset \"/answers\" has " + std::to_string(length) + " elements, expected " +
-                             std::to_string(expected_length));
+  open_dataset(file, "answer_bytes", length, ctx);
+  if (offsets.front() != 0 || offsets.back() != static_cast<std::int64_t>(length)) {
+    throw std::runtime_error(ctx + ": /answer_offsets must run from 0 to the length of /answer_bytes");
   }
-  H5Handle type = string_type(ctx);
-  std::vector<char*> pointers(length, nullptr);
-  if (length > 0) H5_CHECK(H5Dread(dataset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()), ctx);
+  const auto bytes = read_dataset<std::uint8_t>(file, "answer_bytes", H5T_NATIVE_UINT8, offsets.back(), ctx);
   std::vector<std::string> answers;
-  answers.reserve(length);
-  for (char* text : pointers) {
-    answers.emplace_back(text != nullptr ? text : "");
-    H5free_memory(text);
+  answers.reserve(static_cast<std::size_t>(n_documents));
+  for (std::int64_t i = 0; i < n_documents; ++i) {
+    if (offsets[i + 1] < offsets[i]) throw std::runtime_error(ctx + ": /answer_offsets decreases at index " + std::to_string(i + 1));
+    answers.emplace_back(reinterpret_cast<const char*>(bytes.data()) + offsets[i], offsets[i + 1] - offsets[i]);
   }
   return answers;
 }
@@ -203,7 +209,7 @@ TokenStoreSummary read_attributes(hid_t file, const std::string& ctx) {
   summary.n_tokens = read_int_attribute(file, "n_tokens", ctx);
   summary.content_fingerprint =
       read_int_attribute<std::uint64_t>(file, "content_fingerprint", ctx, H5T_NATIVE_UINT64);
-  summary.has_answers = H5_CHECK(H5Lexists(file, "answers", H5P_DEFAULT), ctx) > 0;
+  summary.has_answers = H5_CHECK(H5Lexists(file, "answer_offsets", H5P_DEFAULT), ctx) > 0;
   if (summary.n_documents < 0 || summary.n_tokens < 0) {
     throw std::runtime_error(ctx + ": negative n_documents or n_tokens attribute");
   }
@@ -279,10 +285,7 @@ TokenStoreWriter::TokenStoreWriter(TokenStoreInfo info) {
   store_.info_ = std::move(info);
 }
 
-void TokenStoreWriter::add(std::span<const std::int32_t> tokens, std::span<const std::uint8_t> loss_mask) {
-  if (!store_.answers_.empty()) {
-    throw std::invalid_argument("TokenStoreWriter: earlier documents have answers, so every document needs one");
-  }
+void TokenStoreWriter::append(std::span<const std::int32_t> tokens, std::span<const std::uint8_t> loss_mask) {
   if (tokens.size() != loss_mask.size()) {
     throw std::invalid_argument("TokenStoreWriter: document " + std::to_string(n_documents()) + " has " +
                                 std::to_string(tokens.size()) + " tokens but a loss mask of " +
@@ -300,16 +303,20 @@ void TokenStoreWriter::add(std::span<const std::int32_t> tokens, std::span<const
   store_.offsets_.push_back(static_cast<std::int64_t>(store_.tokens_.size()));
 }
 
+void TokenStoreWriter::add(std::span<const std::int32_t> tokens, std::span<const std::uint8_t> loss_mask) {
+  if (!store_.answers_.empty()) {
+    throw std::invalid_argument("TokenStoreWriter: earlier documents have answers, so every document needs one");
+  }
+  append(tokens, loss_mask);
+}
+
 void TokenStoreWriter::add(std::span<const std::int32_t> tokens, std::span<const std::uint8_t> loss_mask,
                            std::string_view answer) {
   if (store_.answers_.size() != static_cast<std::size_t>(n_documents())) {
     throw std::invalid_argument("TokenStoreWriter: earlier documents have no answers, so none can have one");
   }
-  std::vector<std::string> answers = std::move(store_.answers_);
-  store_.answers_.clear();
-  add(tokens, loss_mask);
-  answers.emplace_back(answer);
-  store_.answers_ = std::move(answers);
+  append(tokens, loss_mask);
+  store_.answers_.emplace_back(answer);
 }
 
 std::shared_ptr<const TokenStore> TokenStoreWriter::to_store() const {

@@ -4,11 +4,15 @@
 //   /tokens      int32  [n_tokens]          every document's tokens, concatenated
 //   /offsets     int64  [n_documents + 1]   document i = tokens[offsets[i], offsets[i+1])
 //   /loss_mask   uint8  [n_tokens]          1 = the model is trained to predict this token
-//   /answers     string [n_documents]       optional (prompt stores: reference answers)
+//   /answer_offsets int64 [n_documents + 1]  optional (prompt stores): answer i is
+//   /answer_bytes   uint8 [total bytes]        answer_bytes[answer_offsets[i], …[i+1]) (UTF-8)
 //   attributes on /: format_version=1, kind, source, tokenizer, tokenizer_fingerprint,
 //                    inputs_fingerprint, vocab_size, n_documents, n_tokens,
 //                    content_fingerprint
 //
+// Strings are fixed-length UTF-8 attributes. Every byte HDF5 reads is covered by a
+// checksum (1.8+ file format metadata checksums, fletcher32 on chunks) or by
+// content_fingerprint.
 // Writing goes to "<file>.tmp", is flushed and fsynced, then renamed over <file>, so a
 // reader sees either the old file or the complete new one. Opening verifies the format
 // version, every shape and offset, and recomputes content_fingerprint; any mismatch is an
@@ -118,6 +122,9 @@ class TokenStoreWriter {
   std::shared_ptr<const TokenStore> to_store() const;
 
  private:
+  // Validates, then appends (so a rejected document leaves the writer unchanged).
+  void append(std::span<const std::int32_t> tokens, std::span<const std::uint8_t> loss_mask);
+
   TokenStore store_;
 };
 

@@ -105,7 +105,7 @@ std::size_t next_pretoken_end(std::string_view text, std::size_t pos) {
     end += u.size;
     ++count;
   }
-  if (end == text.size()) return end;
+  if (end == text.size() || count == 1) return end;
   return last_start;
 }
 

@@ -102,6 +102,8 @@ BOOST_AUTO_TEST_CASE(pretokenize_follows_gpt2_pattern) {
   // U+00A0 is JavaScript whitespace; U+0085 is not (unlike Unicode White_Space).
   BOOST_TEST(pieces("x\u00a0y") == (V{"x", "\u00a0", "y"}));
   BOOST_TEST(pieces("x\u0085y") == (V{"x", "\u0085", "y"}));
+  BOOST_TEST(pieces("a\u00a0\u00a0b\u0085\u0085c") ==
+             (V{"a", "\u00a0", "\u00a0", "b", "\u0085\u0085", "c"}));
   BOOST_TEST(pieces(std::string("a\xff\xfe b")) == (V{"a", "\xff\xfe", " b"}));
   BOOST_TEST((loom::io::classify_code_point(U'\u3000') == loom::io::CharClass::kSpace));
   BOOST_TEST((loom::io::classify_code_point(U'\uFEFF') == loom::io::CharClass::kSpace));
