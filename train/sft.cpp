@@ -127,7 +127,9 @@ int run_sft(const config::Config& config) {
   optim::LrSchedule schedule;
   schedule.max_lr = static_cast<float>(config.get_float("train.lr"));
   schedule.min_lr = static_cast<float>(config.get_float("train.min_lr"));
-  schedule.warmup_steps = config.get_int("train.warmup_steps");
+  // A short run (a smoke test with train.max_steps=30) keeps the config's warmup length
+  // rather than failing: warmup is cut to the run.
+  schedule.warmup_steps = std::min(config.get_int("train.warmup_steps"), max_steps);
   schedule.total_steps = max_steps;
   schedule.decay = optim::parse_decay_kind(config.get_string("train.schedule"));
   try {
