@@ -118,6 +118,10 @@ int train_tokenizer(const std::string& corpus, int vocab_size, const fs::path& o
       texts.push_back(text);
     }
   } else {
+    std::error_code ec;
+    if (!fs::is_regular_file(corpus, ec)) {
+      throw std::runtime_error("--corpus " + corpus + ": expected brown, wordnet or an existing .jsonl file");
+    }
     corpus_fingerprint = fingerprint_hex(fingerprint_path(corpus));
     texts = record_texts(read_jsonl(corpus));
   }

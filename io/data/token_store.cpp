@@ -31,7 +31,8 @@ std::uint64_t content_fingerprint(const std::vector<std::int64_t>& offsets, cons
   return fp.value();
 }
 
-H5Handle string_type(const std::string& ctx) {
+// Variable-length strings: loom writes none, but reads them in files made by other tools.
+H5Handle variable_string_type(const std::string& ctx) {
   H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
   H5_CHECK(H5Tset_size(type, H5T_VARIABLE), ctx);
   H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8), ctx);
@@ -72,7 +73,7 @@ std::string read_string_attribute(hid_t object, const char* name, const std::str
   H5Handle stored(H5_CHECK(H5Aget_type(attribute), ctx), H5Tclose);
   if (H5Tget_class(stored) != H5T_STRING) throw std::runtime_error(ctx + ": attribute \"" + name + "\" must be a string");
   if (H5_CHECK(H5Tis_variable_str(stored), ctx) > 0) {
-    H5Handle type = string_type(ctx);
+    H5Handle type = variable_string_type(ctx);
     char* text = nullptr;
     H5_CHECK(H5Aread(attribute, type, &text), ctx);
     std::string value = text != nullptr ? text : "";

@@ -119,26 +119,32 @@ BOOST_AUTO_TEST_CASE(packed_without_shuffle_follows_the_document_stream) {
 
 BOOST_AUTO_TEST_CASE(packed_matches_naive_reference_across_epochs) {
   const auto store = make_store();
-  const LoaderOptions options = packed_options();
-  DataLoader loader(store, options);
-  const NaivePacked naive{*store, options};
-  const std::int64_t samples = loader.samples_per_epoch();
-  BOOST_TEST(samples == (store->n_tokens() - 1) / 8);
-  const int batches = static_cast<int>(3 * samples / 4 + 2);  // a little over three epochs
-  for (int b = 0; b < batches; ++b) {
-    const Batch batch = loader.next();
-    for (std::int64_t r = 0; r < 4; ++r) {
-      const auto [ids, targets] = naive.sample(b * 4 + r);
-      BOOST_TEST_CONTEXT("batch " << b << " row " << r) {
-        BOOST_TEST(row(batch.ids, r) == ids, boost::test_tools::per_element());
-        BOOST_TEST(row(batch.targets, r) == targets, boost::test_tools::per_element());
+  // A small batch, and one larger than two epochs (so a batch spans three of them).
+  for (const std::int64_t global_batch : {4, 64}) {
+    LoaderOptions options = packed_options();
+    options.global_batch = global_batch;
+    DataLoader loader(store, options);
+    const NaivePacked naive{*store, options};
+    const std::int64_t samples = loader.samples_per_epoch();
+    BOOST_TEST(samples == (store->n_tokens() - 1) / 8);
+    BOOST_TEST_REQUIRE(samples < 32);
+    const std::int64_t batches = 3 * samples / global_batch + 2;
+    for (std::int64_t b = 0; b < batches; ++b) {
+      const Batch batch = loader.next();
+      for (std::int64_t r = 0; r < global_batch; ++r) {
+        const auto [ids, targets] = naive.sample(b * global_batch + r);
+        BOOST_TEST_CONTEXT("global_batch " << global_batch << " batch " << b << " row " << r) {
+          BOOST_TEST(row(batch.ids, r) == ids, boost::test_tools::per_element());
+          BOOST_TEST(row(batch.targets, r) == targets, boost::test_tools::per_element());
+        }
       }
     }
+    const LoaderState state = loader.state();
+    BOOST_TEST(state.epoch == (batches * global_batch) / samples);
+    BOOST_TEST(state.cursor == (batches * global_batch) % samples);
+    BOOST_TEST(loader.epoch_progress() == static_cast<double>(batches * global_batch) / samples,
+               boost::test_tools::tolerance(1e-12));
   }
-  const LoaderState state = loader.state();
-  BOOST_TEST(state.epoch == (batches * 4) / samples);
-  BOOST_TEST(state.cursor == (batches * 4) % samples);
-  BOOST_TEST(loader.epoch_progress() == static_cast<double>(batches * 4) / samples, boost::test_tools::tolerance(1e-12));
 }
 
 BOOST_AUTO_TEST_CASE(dp_slices_concatenate_to_the_dp1_batch) {
