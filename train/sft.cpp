@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -172,6 +173,12 @@ int run_sft(const config::Config& config) {
                              {"fingerprint", record::hex64(val_store->fingerprint())},
                              {"documents", val_store->n_documents()},
                              {"tokens", val_store->n_tokens()}};
+  }
+  // A fresh run (no resume yet) in a directory an earlier run used keeps that run's metrics
+  // beside the new ones instead of mixing both curves in one file.
+  if (std::filesystem::exists(run_dir / "metrics.jsonl")) {
+    std::filesystem::rename(run_dir / "metrics.jsonl", run_dir / "metrics.prev.jsonl");
+    std::cerr << "loom-sft: " << run_dir.string() << " held an earlier run: its metrics are now metrics.prev.jsonl\n";
   }
   record::write_run_record(run_dir, record);
   record::MetricsLog metrics(run_dir);

@@ -289,7 +289,8 @@ OpCase rope_case(const std::string& label, RopeConfig cfg, std::int64_t offset) 
   return c;
 }
 
-// head_dim 6 and seq 20 take the remainder paths of the kernel's 4-wide and SIMD loops.
+// head_dim 6 and seq 20 take the remainder paths of the kernel's 4-row and 16-lane blocks;
+// seq 70 crosses backward's 64-row query block and head_dim 50 its 64-channel blocks.
 OpCase attention_case(const std::string& label, std::int64_t hq, std::int64_t hkv, std::int64_t batch = 2,
                       std::int64_t seq = 6, std::int64_t dim = 8) {
   const AttentionShape shape{batch, seq, hq, hkv, dim};
@@ -589,6 +590,7 @@ std::vector<OpCase> op_table() {
       attention_case("GQA Hq=4 Hkv=2", 4, 2),
       attention_case("GQA Hq=4 Hkv=1", 4, 1),
       attention_case("GQA Hq=2 Hkv=1 T=20 D=6", 2, 1, 1, 20, 6),
+      attention_case("MHA T=70 D=50", 1, 1, 1, 70, 50),
       cross_entropy_case(),
       cross_entropy_large_case(),
       adamw_case(),

@@ -1,12 +1,14 @@
 // Causal grouped-query self-attention of the CPU backend, flash-attention style: forward
-// keeps one row of scores at a time and saves only the log-sum-exp of each row; backward
-// recomputes each row's probabilities from q·k and that lse. Nothing [T, T] outlives a row.
+// keeps one 4-row block of scores at a time and saves only the log-sum-exp of each row;
+// backward recomputes the probabilities block by block from q·k and that lse. Nothing
+// [T, T] is kept: the largest scratch is one block of 64 query rows × T keys.
 //
-// Reductions over the head channels (scores q·k_j, and dout·v_j in backward) run across
-// keys instead: each task copies its K (and V) head transposed into [D, T] scratch, so a
-// row of scores is D/4 streaming FMA passes with no horizontal sum per key. Weighted sums
-// of rows (P V, dS K) take four rows per pass. Backward collects dK and dV of its kv head in
-// contiguous [T, D] scratch and adds them into dqkv once at the end.
+// Each task copies its heads into padded scratch (K and V transposed to [D, T] for the
+// score products, row copies with channels padded to 16 for the weighted sums) and runs
+// the register-blocked products of tile_kernels.h: 4 query rows × 32 keys of scores per
+// pass over the channels, and 4 rows × 64 channels of weighted sums per pass over the keys.
+// Backward forms dS for a block of 64 query rows, then dQ of those rows (dS·K) and their
+// share of dK (dSᵀ·Q) and dV (Pᵀ·dO) from transposed copies of the block.
 //
 // Forward rows are independent, so any split over (batch, head) is deterministic.
 // Backward runs one task per (batch, kv head): that task owns the dk/dv of its kv head and
@@ -18,6 +20,7 @@
 
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
+#include "core/kernels/cpu/tile_kernels.h"
 
 namespace loom::cpu {
 
@@ -56,58 +59,63 @@ void check_outputs(const char* op, const AttentionShape& s, const char* out_name
                     std::to_string(s.seq) + "]");
 }
 
-// dst[d * seq + j] = src[j * stride + d]: one head of K or V for all positions, transposed.
-void transpose_head(const float* src, std::int64_t stride, std::int64_t seq, std::int64_t head_dim, float* dst) {
+constexpr std::int64_t kQueryBlock = 64;  // backward: query rows per dS block (a multiple of 4)
+
+std::vector<float> zeros(std::int64_t n) { return std::vector<float>(static_cast<std::size_t>(n), 0.0f); }
+
+// Padded sizes of one head: keys to a multiple of 16 (score columns), channels to a multiple
+// of 16 (weighted-sum columns), rows to a multiple of 4 (row blocks).
+struct Padded {
+  std::int64_t keys, channels, rows;
+  static Padded of(std::int64_t seq, std::int64_t head_dim) {
+    return Padded{round_up(seq, kLanes), round_up(head_dim, kLanes), round_up(seq, kBlockRows)};
+  }
+};
+
+// dst[d * ld + j] = src[j * stride + d] for j < seq, d < head_dim: one head, transposed.
+void copy_transposed(const float* src, std::int64_t stride, std::int64_t seq, std::int64_t head_dim, float* dst,
+                     std::int64_t ld) {
   for (std::int64_t j = 0; j < seq; ++j) {
-    for (std::int64_t d = 0; d < head_dim; ++d) dst[d * seq + j] = src[j * stride + d];
+    for (std::int64_t d = 0; d < head_dim; ++d) dst[d * ld + j] = src[j * stride + d];
   }
 }
 
-// y[j] = Σ_d x[d] * mt[d * ld + j] for j < n, four channels per pass to save stores of y.
-void scores_from_transposed(const float* x, const float* mt, std::int64_t ld, std::int64_t depth, std::int64_t n,
-                            float* y) {
-  std::fill(y, y + n, 0.0f);
-  std::int64_t d = 0;
-  for (; d + 4 <= depth; d += 4) {
-    const float a0 = x[d], a1 = x[d + 1], a2 = x[d + 2], a3 = x[d + 3];
-    const float* m0 = mt + d * ld;
-    const float* m1 = m0 + ld;
-    const float* m2 = m1 + ld;
-    const float* m3 = m2 + ld;
-#pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) y[j] += a0 * m0[j] + a1 * m1[j] + a2 * m2[j] + a3 * m3[j];
+// dst[j * ld + d] = alpha * src[j * stride + d] for j < seq, d < head_dim: one head's rows.
+void copy_rows(const float* src, std::int64_t stride, std::int64_t seq, std::int64_t head_dim, float alpha, float* dst,
+               std::int64_t ld) {
+  for (std::int64_t j = 0; j < seq; ++j) {
+    for (std::int64_t d = 0; d < head_dim; ++d) dst[j * ld + d] = alpha * src[j * stride + d];
   }
-  for (; d < depth; ++d) axpy(x[d], mt + d * ld, y, n);
 }
 
-// acc[d] += Σ_j w[j] * rows[j * stride + d] for j < n, four rows per pass to save stores of acc.
-void add_weighted_rows(const float* w, const float* rows, std::int64_t stride, std::int64_t n, std::int64_t width,
-                       float* acc) {
-  std::int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float w0 = w[j], w1 = w[j + 1], w2 = w[j + 2], w3 = w[j + 3];
-    const float* r0 = rows + j * stride;
-    const float* r1 = r0 + stride;
-    const float* r2 = r1 + stride;
-    const float* r3 = r2 + stride;
-#pragma omp simd
-    for (std::int64_t d = 0; d < width; ++d) acc[d] += w0 * r0[d] + w1 * r1[d] + w2 * r2[d] + w3 * r3[d];
-  }
-  for (; j < n; ++j) axpy(w[j], rows + j * stride, acc, width);
-}
+// Per-thread scratch of forward tasks. Padding stays zero: every task writes the same
+// in-range elements.
+struct ForwardScratch {
+  std::vector<float> kt;      // [D, keys]     keys of the head, transposed
+  std::vector<float> v;       // [T, channels] values
+  std::vector<float> q;       // [rows, D]     queries times the softmax scale
+  std::vector<float> scores;  // [4, keys]     scores, then probabilities, of one row block
+  std::vector<float> out;     // [4, channels] unnormalised output rows
+  ForwardScratch(std::int64_t T, std::int64_t D, const Padded& p)
+      : kt(zeros(D * p.keys)), v(zeros(T * p.channels)), q(zeros(p.rows * D)), scores(zeros(kBlockRows * p.keys)),
+        out(zeros(kBlockRows * p.channels)) {}
+};
 
-// Per-thread scratch of one attention task.
-struct Scratch {
-  std::vector<float> kt, vt, dk, dv, scores, ds, q_scaled, acc;
-  Scratch(std::int64_t seq, std::int64_t head_dim, bool backward)
-      : kt(static_cast<std::size_t>(seq * head_dim)),
-        vt(backward ? static_cast<std::size_t>(seq * head_dim) : 0),
-        dk(backward ? static_cast<std::size_t>(seq * head_dim) : 0),
-        dv(backward ? static_cast<std::size_t>(seq * head_dim) : 0),
-        scores(static_cast<std::size_t>(seq)),
-        ds(backward ? static_cast<std::size_t>(seq) : 0),
-        q_scaled(static_cast<std::size_t>(head_dim)),
-        acc(static_cast<std::size_t>(head_dim)) {}
+// Per-thread scratch of backward tasks.
+struct BackwardScratch {
+  std::vector<float> kt, vt;     // [D, keys]      keys and values, transposed
+  std::vector<float> k;          // [T, channels]  keys as rows
+  std::vector<float> q, dout;    // [rows, channels] scaled queries and output gradients of one head
+  std::vector<float> dk, dv;     // [rows, channels] gradients of the kv head, summed over its group
+  std::vector<float> p, ds;      // [kQueryBlock, keys] probabilities and score gradients of a block
+  std::vector<float> pt, dst;    // [keys, kQueryBlock] the same, transposed
+  std::vector<float> dq;         // [4, channels]
+  std::vector<float> correction; // [T] dout·out per query row
+  BackwardScratch(std::int64_t T, std::int64_t D, const Padded& p)
+      : kt(zeros(D * p.keys)), vt(zeros(D * p.keys)), k(zeros(T * p.channels)), q(zeros(p.rows * p.channels)),
+        dout(zeros(p.rows * p.channels)), dk(zeros(p.rows * p.channels)), dv(zeros(p.rows * p.channels)),
+        p(zeros(kQueryBlock * p.keys)), ds(zeros(kQueryBlock * p.keys)), pt(zeros(p.keys * kQueryBlock)),
+        dst(zeros(p.keys * kQueryBlock)), dq(zeros(kBlockRows * p.channels)), correction(zeros(T)) {}
 };
 
 }  // namespace
@@ -122,37 +130,50 @@ void CpuBackend::attention_forward(const Tensor& qkv, const AttentionShape& shap
   float* lsep = lse.data<float>();
   const std::int64_t T = shape.seq;
   const std::int64_t D = shape.head_dim;
+  const Padded P = Padded::of(T, D);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 #pragma omp parallel
   {
-    Scratch scratch(T, D, false);
+    ForwardScratch scratch(T, D, P);
+    float* kt = scratch.kt.data();
+    float* v = scratch.v.data();
+    float* q = scratch.q.data();
     float* s = scratch.scores.data();
+    float* o = scratch.out.data();
 #pragma omp for collapse(2) schedule(static)
     for (std::int64_t b = 0; b < shape.batch; ++b) {
       for (std::int64_t h = 0; h < shape.q_heads; ++h) {
         const std::int64_t g = h / L.group;
-        transpose_head(x + L.k(b, 0, g), L.width, T, D, scratch.kt.data());
-        for (std::int64_t t = 0; t < T; ++t) {
-          const std::int64_t n = t + 1;  // causal: keys 0..t
-          const float* q = x + L.q(b, t, h);
-          for (std::int64_t d = 0; d < D; ++d) scratch.q_scaled[static_cast<std::size_t>(d)] = q[d] * scale;
-          scores_from_transposed(scratch.q_scaled.data(), scratch.kt.data(), T, D, n, s);
-          float max_score = -__builtin_inff();
+        copy_transposed(x + L.k(b, 0, g), L.width, T, D, kt, P.keys);
+        copy_rows(x + L.v(b, 0, g), L.width, T, D, 1.0f, v, P.channels);
+        copy_rows(x + L.q(b, 0, h), L.width, T, D, scale, q, D);
+        for (std::int64_t t0 = 0; t0 < T; t0 += kBlockRows) {
+          const std::int64_t n = std::min(T, t0 + kBlockRows);  // keys the block's last row sees
+          rows_times_columns(q + t0 * D, D, kt, P.keys, D, round_up(n, kLanes), s, P.keys);
+          float inv_sum[kBlockRows] = {};
+          for (std::int64_t r = 0; r < kBlockRows && t0 + r < T; ++r) {
+            float* row = s + r * P.keys;
+            const std::int64_t visible = t0 + r + 1;  // causal: keys 0..t
+            float max_score = -__builtin_inff();
 #pragma omp simd reduction(max : max_score)
-          for (std::int64_t j = 0; j < n; ++j) max_score = std::max(max_score, s[j]);
-          float sum = 0.0f;
+            for (std::int64_t j = 0; j < visible; ++j) max_score = std::max(max_score, row[j]);
+            float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-          for (std::int64_t j = 0; j < n; ++j) {
-            s[j] = fast_exp(s[j] - max_score);
-            sum += s[j];
+            for (std::int64_t j = 0; j < visible; ++j) {
+              row[j] = fast_exp(row[j] - max_score);
+              sum += row[j];
+            }
+            std::fill(row + visible, row + n, 0.0f);
+            inv_sum[r] = 1.0f / sum;
+            lsep[(b * shape.q_heads + h) * T + t0 + r] = max_score + std::log(sum);
           }
-          std::fill(scratch.acc.begin(), scratch.acc.end(), 0.0f);
-          add_weighted_rows(s, x + L.v(b, 0, g), L.width, n, D, scratch.acc.data());
-          const float inv_sum = 1.0f / sum;
-          float* o = outp + L.out(b, t, h);
+          weighted_rows(s, P.keys, 0, n, v, P.channels, P.channels, o, P.channels, false);
+          for (std::int64_t r = 0; r < kBlockRows && t0 + r < T; ++r) {
+            float* dst = outp + L.out(b, t0 + r, h);
+            const float* src = o + r * P.channels;
 #pragma omp simd
-          for (std::int64_t d = 0; d < D; ++d) o[d] = scratch.acc[static_cast<std::size_t>(d)] * inv_sum;
-          lsep[(b * shape.q_heads + h) * T + t] = max_score + std::log(sum);
+            for (std::int64_t d = 0; d < D; ++d) dst[d] = src[d] * inv_sum[r];
+          }
         }
       }
     }
@@ -174,52 +195,89 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const
   float* dx = dqkv.data<float>();
   const std::int64_t T = shape.seq;
   const std::int64_t D = shape.head_dim;
+  const Padded P = Padded::of(T, D);
+  const std::int64_t C = P.channels;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 #pragma omp parallel
   {
-    Scratch scratch(T, D, true);
-    float* p = scratch.scores.data();
-    float* ds = scratch.ds.data();
+    BackwardScratch scratch(T, D, P);
     float* kt = scratch.kt.data();
     float* vt = scratch.vt.data();
+    float* k = scratch.k.data();
+    float* q = scratch.q.data();
+    float* dO = scratch.dout.data();
     float* dk = scratch.dk.data();
     float* dv = scratch.dv.data();
-    float* dq = scratch.acc.data();
-    const float* qs = scratch.q_scaled.data();
+    float* p = scratch.p.data();
+    float* ds = scratch.ds.data();
+    float* pt = scratch.pt.data();
+    float* dst = scratch.dst.data();
+    float* dq = scratch.dq.data();
+    float* correction = scratch.correction.data();
 #pragma omp for collapse(2) schedule(static)
     for (std::int64_t b = 0; b < shape.batch; ++b) {
       for (std::int64_t g = 0; g < shape.kv_heads; ++g) {
-        transpose_head(x + L.k(b, 0, g), L.width, T, D, kt);
-        transpose_head(x + L.v(b, 0, g), L.width, T, D, vt);
+        copy_transposed(x + L.k(b, 0, g), L.width, T, D, kt, P.keys);
+        copy_transposed(x + L.v(b, 0, g), L.width, T, D, vt, P.keys);
+        copy_rows(x + L.k(b, 0, g), L.width, T, D, 1.0f, k, C);
         std::fill(scratch.dk.begin(), scratch.dk.end(), 0.0f);
         std::fill(scratch.dv.begin(), scratch.dv.end(), 0.0f);
         for (std::int64_t h = g * L.group; h < (g + 1) * L.group; ++h) {
-          for (std::int64_t t = 0; t < T; ++t) {
-            const std::int64_t n = t + 1;
-            const float* q = x + L.q(b, t, h);
-            const float* dout_t = doutp + L.out(b, t, h);
-            const float row_lse = lsep[(b * shape.q_heads + h) * T + t];
-            for (std::int64_t d = 0; d < D; ++d) scratch.q_scaled[static_cast<std::size_t>(d)] = q[d] * scale;
-            scores_from_transposed(qs, kt, T, D, n, p);
+          copy_rows(x + L.q(b, 0, h), L.width, T, D, scale, q, C);
+          copy_rows(doutp + L.out(b, 0, h), L.out_width, T, D, 1.0f, dO, C);
+          // Σ_j p_j dp_j equals dout·out, the softmax-backward correction term.
+          for (std::int64_t t = 0; t < T; ++t) correction[t] = dot(doutp + L.out(b, t, h), outp + L.out(b, t, h), D);
+          const float* row_lse = lsep + (b * shape.q_heads + h) * T;
+          for (std::int64_t i0 = 0; i0 < T; i0 += kQueryBlock) {
+            const std::int64_t rows = std::min(kQueryBlock, T - i0);
+            const std::int64_t n = i0 + rows;  // keys the block's last row sees
+            const std::int64_t width = round_up(n, kLanes);
+            const std::int64_t block_rows = round_up(rows, kBlockRows);
+            for (std::int64_t r = 0; r < block_rows; r += kBlockRows) {
+              rows_times_columns(q + (i0 + r) * C, C, kt, P.keys, D, width, p + r * P.keys, P.keys);
+              rows_times_columns(dO + (i0 + r) * C, C, vt, P.keys, D, width, ds + r * P.keys, P.keys);
+            }
+            for (std::int64_t r = 0; r < block_rows; ++r) {
+              const std::int64_t t = i0 + r;
+              float* prow = p + r * P.keys;
+              float* dsrow = ds + r * P.keys;
+              if (r >= rows) {  // padding rows: keep them finite and out of every sum
+                std::fill(prow, prow + width, 0.0f);
+                std::fill(dsrow, dsrow + width, 0.0f);
+                continue;
+              }
+              const float m = row_lse[t];
+              const float c = correction[t];
 #pragma omp simd
-            for (std::int64_t j = 0; j < n; ++j) p[j] = fast_exp(p[j] - row_lse);
-            scores_from_transposed(dout_t, vt, T, D, n, ds);
-            // Σ_j p_j dp_j equals dout·out, the softmax-backward correction term.
-            const float correction = dot(dout_t, outp + L.out(b, t, h), D);
-#pragma omp simd
-            for (std::int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - correction);
-            std::fill(scratch.acc.begin(), scratch.acc.end(), 0.0f);
-            add_weighted_rows(ds, x + L.k(b, 0, g), L.width, n, D, dq);
-            axpy(scale, dq, dx + L.q(b, t, h), D);
-            for (std::int64_t j = 0; j < n; ++j) {
-              axpy(ds[j], qs, dk + j * D, D);
-              axpy(p[j], dout_t, dv + j * D, D);
+              for (std::int64_t j = 0; j < width; ++j) {
+                const float pj = j <= t ? fast_exp(prow[j] - m) : 0.0f;
+                prow[j] = pj;
+                dsrow[j] = pj * (dsrow[j] - c);
+              }
+            }
+            for (std::int64_t r = 0; r < block_rows; r += kBlockRows) {
+              weighted_rows(ds + r * P.keys, P.keys, 0, n, k, C, C, dq, C, false);
+              for (std::int64_t u = 0; u < kBlockRows && r + u < rows; ++u) {
+                axpy(scale, dq + u * C, dx + L.q(b, i0 + r + u, h), D);
+              }
+            }
+            for (std::int64_t j = 0; j < width; ++j) {
+              for (std::int64_t r = 0; r < rows; ++r) {
+                pt[j * kQueryBlock + r] = p[r * P.keys + j];
+                dst[j * kQueryBlock + r] = ds[r * P.keys + j];
+              }
+            }
+            // Keys j0..j0+3 get nothing from queries before j0 (causal), so those are skipped.
+            for (std::int64_t j0 = 0; j0 < n; j0 += kBlockRows) {
+              const std::int64_t first = std::max<std::int64_t>(0, j0 - i0);
+              weighted_rows(dst + j0 * kQueryBlock, kQueryBlock, first, rows, q + i0 * C, C, C, dk + j0 * C, C, true);
+              weighted_rows(pt + j0 * kQueryBlock, kQueryBlock, first, rows, dO + i0 * C, C, C, dv + j0 * C, C, true);
             }
           }
         }
         for (std::int64_t j = 0; j < T; ++j) {
-          axpy(1.0f, dk + j * D, dx + L.k(b, j, g), D);
-          axpy(1.0f, dv + j * D, dx + L.v(b, j, g), D);
+          axpy(1.0f, dk + j * C, dx + L.k(b, j, g), D);
+          axpy(1.0f, dv + j * C, dx + L.v(b, j, g), D);
         }
       }
     }
