@@ -8,7 +8,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 debian_packages=(
   cmake g++ make pkg-config git
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
-  libboost-test-dev libopenblas-dev libdnnl-dev
+  libboost-test-dev libopenblas-dev libopenblas0-openmp libdnnl-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libicu-dev
   python3-torch python3-numpy python3-h5py
 )

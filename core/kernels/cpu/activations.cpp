@@ -19,7 +19,7 @@ void CpuBackend::gelu_forward(const Tensor& x, Tensor& y) {
   const float* xp = x.data<float>();
   float* yp = y.data<float>();
   const std::int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
   for (std::int64_t i = 0; i < n; ++i) {
     const float v = xp[i];
     const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
@@ -35,7 +35,7 @@ void CpuBackend::gelu_backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
   const float* dyp = dy.data<float>();
   float* dxp = dx.data<float>();
   const std::int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
   for (std::int64_t i = 0; i < n; ++i) {
     const float v = xp[i];
     const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
@@ -54,7 +54,7 @@ void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& ou
   const float* up_p = up.data<float>();
   float* outp = out.data<float>();
   const std::int64_t n = gate.numel();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = gp[i];
     outp[i] = g * fast_sigmoid(g) * up_p[i];
@@ -76,7 +76,7 @@ void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& gate, const T
   const float* dop = dout.data<float>();
   if (dgate.defined()) {
     float* dgp = dgate.data<float>();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
     for (std::int64_t i = 0; i < n; ++i) {
       const float g = gp[i];
       const float sig = fast_sigmoid(g);
@@ -85,7 +85,7 @@ void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& gate, const T
   }
   if (dup.defined()) {
     float* dup_p = dup.data<float>();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
     for (std::int64_t i = 0; i < n; ++i) {
       const float g = gp[i];
       dup_p[i] += dop[i] * g * fast_sigmoid(g);

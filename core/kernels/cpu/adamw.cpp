@@ -33,7 +33,7 @@ void CpuBackend::adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tens
   const float* gp = grad.data<float>();
   float* mp = m.data<float>();
   float* vp = v.data<float>();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = gp[i] * gscale;
     const float mi = b1 * mp[i] + (1.0f - b1) * g;

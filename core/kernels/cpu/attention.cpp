@@ -8,7 +8,7 @@
 // the register-blocked products of tile_kernels.h: 4 query rows × 32 keys of scores per
 // pass over the channels, and 4 rows × 64 channels of weighted sums per pass over the keys.
 // Backward forms dS for a block of 64 query rows, then dQ of those rows (dS·K) and their
-// share of dK (dSᵀ·Q) and dV (Pᵀ·dO) from transposed copies of the block.
+// share of dK (dSᵀ·Q) and dV (Pᵀ·dO), reading the block's columns as weights.
 //
 // Forward rows are independent, so any split over (batch, head) is deterministic.
 // Backward runs one task per (batch, kv head): that task owns the dk/dv of its kv head and
@@ -108,14 +108,13 @@ struct BackwardScratch {
   std::vector<float> q, dout;    // [rows, channels] scaled queries and output gradients of one head
   std::vector<float> dk, dv;     // [rows, channels] gradients of the kv head, summed over its group
   std::vector<float> p, ds;      // [kQueryBlock, keys] probabilities and score gradients of a block
-  std::vector<float> pt, dst;    // [keys, kQueryBlock] the same, transposed
   std::vector<float> dq;         // [4, channels]
   std::vector<float> correction; // [T] dout·out per query row
   BackwardScratch(std::int64_t T, std::int64_t D, const Padded& p)
       : kt(zeros(D * p.keys)), vt(zeros(D * p.keys)), k(zeros(T * p.channels)), q(zeros(p.rows * p.channels)),
         dout(zeros(p.rows * p.channels)), dk(zeros(p.rows * p.channels)), dv(zeros(p.rows * p.channels)),
-        p(zeros(kQueryBlock * p.keys)), ds(zeros(kQueryBlock * p.keys)), pt(zeros(p.keys * kQueryBlock)),
-        dst(zeros(p.keys * kQueryBlock)), dq(zeros(kBlockRows * p.channels)), correction(zeros(T)) {}
+        p(zeros(kQueryBlock * p.keys)), ds(zeros(kQueryBlock * p.keys)), dq(zeros(kBlockRows * p.channels)),
+        correction(zeros(T)) {}
 };
 
 }  // namespace
@@ -132,7 +131,7 @@ void CpuBackend::attention_forward(const Tensor& qkv, const AttentionShape& shap
   const std::int64_t D = shape.head_dim;
   const Padded P = Padded::of(T, D);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-#pragma omp parallel
+#pragma omp parallel if(parallel : worth_parallel(shape.batch * shape.q_heads * T * T * D))
   {
     ForwardScratch scratch(T, D, P);
     float* kt = scratch.kt.data();
@@ -167,7 +166,7 @@ void CpuBackend::attention_forward(const Tensor& qkv, const AttentionShape& shap
             inv_sum[r] = 1.0f / sum;
             lsep[(b * shape.q_heads + h) * T + t0 + r] = max_score + std::log(sum);
           }
-          weighted_rows(s, P.keys, 0, n, v, P.channels, P.channels, o, P.channels, false);
+          weighted_rows(Weights{s, P.keys, 1}, 0, n, v, P.channels, P.channels, o, P.channels, false);
           for (std::int64_t r = 0; r < kBlockRows && t0 + r < T; ++r) {
             float* dst = outp + L.out(b, t0 + r, h);
             const float* src = o + r * P.channels;
@@ -198,7 +197,7 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const
   const Padded P = Padded::of(T, D);
   const std::int64_t C = P.channels;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-#pragma omp parallel
+#pragma omp parallel if(parallel : worth_parallel(shape.batch * shape.q_heads * T * T * D))
   {
     BackwardScratch scratch(T, D, P);
     float* kt = scratch.kt.data();
@@ -210,8 +209,6 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const
     float* dv = scratch.dv.data();
     float* p = scratch.p.data();
     float* ds = scratch.ds.data();
-    float* pt = scratch.pt.data();
-    float* dst = scratch.dst.data();
     float* dq = scratch.dq.data();
     float* correction = scratch.correction.data();
 #pragma omp for collapse(2) schedule(static)
@@ -256,22 +253,17 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const
               }
             }
             for (std::int64_t r = 0; r < block_rows; r += kBlockRows) {
-              weighted_rows(ds + r * P.keys, P.keys, 0, n, k, C, C, dq, C, false);
+              weighted_rows(Weights{ds + r * P.keys, P.keys, 1}, 0, n, k, C, C, dq, C, false);
               for (std::int64_t u = 0; u < kBlockRows && r + u < rows; ++u) {
                 axpy(scale, dq + u * C, dx + L.q(b, i0 + r + u, h), D);
               }
             }
-            for (std::int64_t j = 0; j < width; ++j) {
-              for (std::int64_t r = 0; r < rows; ++r) {
-                pt[j * kQueryBlock + r] = p[r * P.keys + j];
-                dst[j * kQueryBlock + r] = ds[r * P.keys + j];
-              }
-            }
-            // Keys j0..j0+3 get nothing from queries before j0 (causal), so those are skipped.
+            // dK = dSᵀ·Q and dV = Pᵀ·dO read the block's columns in place. Keys j0..j0+3 get
+            // nothing from queries before j0 (causal), so those are skipped.
             for (std::int64_t j0 = 0; j0 < n; j0 += kBlockRows) {
               const std::int64_t first = std::max<std::int64_t>(0, j0 - i0);
-              weighted_rows(dst + j0 * kQueryBlock, kQueryBlock, first, rows, q + i0 * C, C, C, dk + j0 * C, C, true);
-              weighted_rows(pt + j0 * kQueryBlock, kQueryBlock, first, rows, dO + i0 * C, C, C, dv + j0 * C, C, true);
+              weighted_rows(Weights{ds + j0, 1, P.keys}, first, rows, q + i0 * C, C, C, dk + j0 * C, C, true);
+              weighted_rows(Weights{p + j0, 1, P.keys}, first, rows, dO + i0 * C, C, C, dv + j0 * C, C, true);
             }
           }
         }

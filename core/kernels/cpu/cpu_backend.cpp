@@ -60,7 +60,7 @@ void require_attention(const char* op, const AttentionShape& s, const char* qkv_
 }
 
 void add_chunk_partials(const float* partials, std::int64_t count, std::int64_t cols, float* out) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(count * cols))
   for (std::int64_t c = 0; c < cols; ++c) {
     float s = 0.0f;
     for (std::int64_t k = 0; k < count; ++k) s += partials[k * cols + c];

@@ -63,7 +63,7 @@ void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targe
   const float* lp = logits.data<float>();
   const std::int32_t* tp = targets.data<std::int32_t>();
   float* out = losses.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
   for (std::int64_t r = 0; r < n; ++r) {
     if (tp[r] < 0) {
       out[r] = 0.0f;
@@ -94,7 +94,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
   }
   const std::int32_t* tp = targets.data<std::int32_t>();
   const float* gp = dloss.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
   for (std::int64_t r = 0; r < n; ++r) {
     const float* row = lp + r * v;
     float* drow = dp + r * v;

@@ -21,7 +21,7 @@ template <typename RowOf>
 void add_rows_by_column_block(const float* src, std::int64_t src_rows, std::int64_t cols, float* dst,
                               RowOf dst_row) {
   const std::int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(src_rows * cols))
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t begin = b * kColumnBlock;
     const std::int64_t width = std::min(kColumnBlock, cols - begin);
@@ -60,7 +60,7 @@ void CpuBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tenso
   const std::int32_t* idp = ids.data<std::int32_t>();
   const float* tp = table.data<float>();
   float* op_out = out.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * c))
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t row = static_cast<std::int64_t>(idp[i]) - row_offset;
     float* dst = op_out + i * c;
@@ -102,7 +102,7 @@ void CpuBackend::gather_rows(const Tensor& x, const Tensor& index, Tensor& out) 
   const float* xp = x.data<float>();
   float* outp = out.data<float>();
   const std::int64_t m = index.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(m * c))
   for (std::int64_t i = 0; i < m; ++i) {
     std::memcpy(outp + i * c, xp + static_cast<std::int64_t>(ip[i]) * c, static_cast<std::size_t>(c) * sizeof(float));
   }

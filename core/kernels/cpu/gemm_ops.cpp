@@ -19,7 +19,7 @@ constexpr std::int64_t kColumnBlock = 64;
 // out[j] += Σ_n dy[n, j] for j < cols.
 void add_column_sums(const float* dy, std::int64_t rows, std::int64_t cols, float* out) {
   const std::int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(rows * cols))
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t begin = b * kColumnBlock;
     const std::int64_t width = std::min(kColumnBlock, cols - begin);
@@ -39,7 +39,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   if (m == 0 || n == 0) return;
   if (k == 0) {
     const std::int64_t total = m * n;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(total))
     for (std::int64_t i = 0; i < total; ++i) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
     return;
   }
@@ -83,7 +83,7 @@ void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& 
   gemm(false, true, rows, out, in, 1.0f, x.data<float>(), in, w.data<float>(), in, 0.0f, yp);
   if (!bias.defined()) return;
   const float* bp = bias.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(rows * out))
   for (std::int64_t r = 0; r < rows; ++r) {
     float* row = yp + r * out;
 #pragma omp simd

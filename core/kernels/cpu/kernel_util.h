@@ -47,6 +47,15 @@ void require_numel(const char* op, const char* name, const Tensor& t, std::int64
 void require_attention(const char* op, const AttentionShape& shape, const char* qkv_name, const Tensor& qkv);
 inline std::int64_t qkv_width(const AttentionShape& s) { return (s.q_heads + 2 * s.kv_heads) * s.head_dim; }
 
+// ---- when to use more than one thread -----------------------------------------------------
+// Ops whose work (elements touched, roughly) is below this run on the calling thread, via
+// `if(parallel : worth_parallel(work))`. A parallel region costs a fork and a join: about a
+// microsecond while the OpenMP pool is spinning, but a whole scheduler time slice whenever
+// another process holds one of the cores, which dominates small models on a shared machine.
+// No op's result depends on its thread count, so this changes timing only.
+inline constexpr std::int64_t kParallelMinWork = std::int64_t{1} << 15;
+inline bool worth_parallel(std::int64_t work) { return work >= kParallelMinWork; }
+
 // ---- fixed row chunks ------------------------------------------------------------------
 struct RowChunks {
   std::int64_t rows = 0;

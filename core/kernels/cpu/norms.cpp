@@ -52,7 +52,7 @@ void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const 
   float* rp = rstd.data<float>();
   const std::int64_t c = s.cols;
   const float inv_c = 1.0f / static_cast<float>(c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(s.rows * c))
   for (std::int64_t r = 0; r < s.rows; ++r) {
     const float* xr = xp + r * c;
     float* yr = yp + r * c;
@@ -99,7 +99,7 @@ void CpuBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Ten
   const float* rp = rstd.data<float>();
   float* dxp = dx.defined() ? dx.data<float>() : nullptr;
   const float inv_c = 1.0f / static_cast<float>(c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(s.rows * c))
   for (std::int64_t k = 0; k < chunks.count; ++k) {
     float* pw = dw_part.empty() ? nullptr : dw_part.data() + k * c;
     float* pb = db_part.empty() ? nullptr : db_part.data() + k * c;
@@ -152,7 +152,7 @@ void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, float ep
   float* rp = rstd.data<float>();
   const std::int64_t c = s.cols;
   const float inv_c = 1.0f / static_cast<float>(c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(s.rows * c))
   for (std::int64_t r = 0; r < s.rows; ++r) {
     const float* xr = xp + r * c;
     float* yr = yp + r * c;
@@ -185,7 +185,7 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
   const float* rp = rstd.data<float>();
   float* dxp = dx.defined() ? dx.data<float>() : nullptr;
   const float inv_c = 1.0f / static_cast<float>(c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(s.rows * c))
   for (std::int64_t k = 0; k < chunks.count; ++k) {
     float* pw = dw_part.empty() ? nullptr : dw_part.data() + k * c;
     for (std::int64_t r = chunks.begin(k); r < chunks.end(k); ++r) {

@@ -49,7 +49,7 @@ RopeTable build_table(const char* op, const AttentionShape& shape, const RopeCon
   for (std::int64_t i = 0; i < table.half; ++i) {
     inv_freq[static_cast<std::size_t>(i)] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(t_count * table.half))
   for (std::int64_t t = 0; t < t_count; ++t) {
     const double position = static_cast<double>(position_offset + t) * position_scale;
     for (std::int64_t i = 0; i < table.half; ++i) {
@@ -68,7 +68,7 @@ void rotate(Tensor& qkv, const AttentionShape& shape, const RopeTable& table, fl
   const std::int64_t heads = shape.q_heads + shape.kv_heads;  // v heads are not rotated
   const std::int64_t half = table.half;
   const std::int64_t tokens = shape.batch * shape.seq;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(tokens * heads * half))
   for (std::int64_t token = 0; token < tokens; ++token) {
     const std::int64_t t = token % shape.seq;
     const float* c = table.cos.data() + t * half;

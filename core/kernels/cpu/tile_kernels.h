@@ -2,7 +2,7 @@
 // BLAS would serve badly (attention's per-head [T, T] and [T, D] products, thousands of
 // calls of a few hundred kFLOP each, inside an OpenMP region).
 //
-// Both products keep a 4-row × (1 or 2, or 4) × 16-lane block of the result in registers
+// Both products keep a 4-row × (1, 2 or 4) × 16-lane block of the result in registers
 // and stream the other operand once per block. Vectors are GCC vector extensions of 16
 // floats: AVX-512 registers where the build targets them, pairs of AVX2 registers
 // otherwise, so the code stays portable across x86 builds. Every sum runs in a fixed order
@@ -63,16 +63,26 @@ inline void rows_times_columns(const float* a, std::int64_t lda, const float* bt
   }
 }
 
+// A 4-row block of weights read with any strides: weight (r, k) = data[r * row_stride +
+// k * k_stride]. {p, ld, 1} reads rows of a row-major matrix; {p, 1, ld} reads its columns,
+// i.e. the transpose, without copying it.
+struct Weights {
+  const float* data;
+  std::int64_t row_stride;
+  std::int64_t k_stride;
+  float at(std::int64_t r, std::int64_t k) const { return data[r * row_stride + k * k_stride]; }
+};
+
 namespace tile {
 template <int kVecs>
-inline void weighted_rows_block(const float* w, std::int64_t ldw, std::int64_t begin, std::int64_t end,
-                                const float* m, std::int64_t ldm, float* out, std::int64_t ldo, bool accumulate) {
+inline void weighted_rows_block(const Weights& w, std::int64_t begin, std::int64_t end, const float* m,
+                                std::int64_t ldm, float* out, std::int64_t ldo, bool accumulate) {
   Vec acc[kBlockRows][kVecs] = {};
   for (std::int64_t k = begin; k < end; ++k) {
     Vec row[kVecs];
     for (int u = 0; u < kVecs; ++u) row[u] = load_vec(m + k * ldm + u * kLanes);
     for (std::int64_t r = 0; r < kBlockRows; ++r) {
-      const float x = w[r * ldw + k];
+      const float x = w.at(r, k);
       for (int u = 0; u < kVecs; ++u) acc[r][u] += x * row[u];
     }
   }
@@ -85,16 +95,20 @@ inline void weighted_rows_block(const float* w, std::int64_t ldw, std::int64_t b
 }
 }  // namespace tile
 
-// out[r][c] (=, or += when accumulate) Σ_{begin <= k < end} w[r * ldw + k] · m[k * ldm + c]
-// for the 4 rows r and c < width: weighted sums of the rows of m (probabilities times
-// values, or gradients times keys).
-inline void weighted_rows(const float* w, std::int64_t ldw, std::int64_t begin, std::int64_t end, const float* m,
-                          std::int64_t ldm, std::int64_t width, float* out, std::int64_t ldo, bool accumulate) {
+// out[r][c] (=, or += when accumulate) Σ_{begin <= k < end} w(r, k) · m[k * ldm + c] for the
+// 4 rows r and c < width: weighted sums of the rows of m (probabilities times values,
+// gradients times keys, or transposed score gradients times queries).
+inline void weighted_rows(const Weights& w, std::int64_t begin, std::int64_t end, const float* m, std::int64_t ldm,
+                          std::int64_t width, float* out, std::int64_t ldo, bool accumulate) {
   std::int64_t c = 0;
   for (; c + 4 * kLanes <= width; c += 4 * kLanes) {
-    tile::weighted_rows_block<4>(w, ldw, begin, end, m + c, ldm, out + c, ldo, accumulate);
+    tile::weighted_rows_block<4>(w, begin, end, m + c, ldm, out + c, ldo, accumulate);
   }
-  for (; c < width; c += kLanes) tile::weighted_rows_block<1>(w, ldw, begin, end, m + c, ldm, out + c, ldo, accumulate);
+  if (c + 2 * kLanes <= width) {
+    tile::weighted_rows_block<2>(w, begin, end, m + c, ldm, out + c, ldo, accumulate);
+    c += 2 * kLanes;
+  }
+  if (c < width) tile::weighted_rows_block<1>(w, begin, end, m + c, ldm, out + c, ldo, accumulate);
 }
 
 }  // namespace loom::cpu::detail

@@ -24,7 +24,10 @@
 namespace loom::cpu::gemm_backend {
 namespace {
 
+// oneDNN fixes a primitive's work split for the thread count current at creation, so the
+// thread count is part of the key.
 struct MatmulKey {
+  int threads;
   bool trans_a, trans_b;
   std::int64_t m, n, k, lda, ldb, ldc;
   std::uint32_t alpha_bits, beta_bits;
@@ -33,7 +36,7 @@ struct MatmulKey {
 
 struct MatmulKeyHash {
   std::size_t operator()(const MatmulKey& key) const {
-    std::size_t h = key.trans_a * 2u + key.trans_b;
+    std::size_t h = static_cast<std::size_t>(key.threads) * 4u + key.trans_a * 2u + key.trans_b;
     for (std::int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc,
                            std::int64_t{key.alpha_bits}, std::int64_t{key.beta_bits}})
       h = h * 1000003u ^ std::hash<std::int64_t>{}(v);
@@ -146,7 +149,7 @@ void onednn_matmul(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
   if (k == 0) return scale_output(m, n, beta, c, ldc);
   Context& ctx = context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
-  MatmulKey key{trans_a, trans_b, m, n, k, lda, ldb, ldc, std::bit_cast<std::uint32_t>(alpha),
+  MatmulKey key{omp_get_max_threads(), trans_a, trans_b, m, n, k, lda, ldb, ldc, std::bit_cast<std::uint32_t>(alpha),
                 std::bit_cast<std::uint32_t>(beta)};
   Matmul& matmul = cached_matmul(key, alpha, beta);
   LOOM_DNNL_CHECK(dnnl_memory_set_data_handle(matmul.a, const_cast<float*>(a)));
@@ -162,7 +165,7 @@ std::string onednn_matmul_impl(bool trans_a, bool trans_b, std::int64_t m, std::
                                std::int64_t k) {
   Context& ctx = context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
-  MatmulKey key{trans_a, trans_b, m, n, k, trans_a ? m : k, trans_b ? k : n, n,
+  MatmulKey key{omp_get_max_threads(), trans_a, trans_b, m, n, k, trans_a ? m : k, trans_b ? k : n, n,
                 std::bit_cast<std::uint32_t>(1.0f), 0u};
   const char* impl = nullptr;
   LOOM_DNNL_CHECK(dnnl_primitive_desc_query(cached_matmul(key, 1.0f, 0.0f).pd,
