@@ -1,5 +1,6 @@
 // bench-gemm: which CPU GEMM should loom use? Times OpenBLAS (cblas_sgemm), oneDNN's
-// dnnl_sgemm and oneDNN's cached matmul primitive on every GEMM of a training step of GPT-2
+// dnnl_sgemm, oneDNN's cached matmul primitive and the mix of the two that loom runs
+// (gemm_backends.h, onednn_hybrid) on every GEMM of a training step of GPT-2
 // 124M and of a tiny Llama (core/kernels/gemm/gemm_shapes.h), then models the step's GEMM
 // time per library and names the winner. A second part alternates GEMMs with an OpenMP
 // elementwise pass, as loom's CPU backend does, to expose thread-pool fights between the
@@ -45,6 +46,7 @@ const std::vector<Variant>& variants() {
       {"openblas", "openblas", backend::openblas_sgemm},
       {"onednn_sgemm", "onednn", backend::onednn_sgemm},
       {"onednn_matmul", "onednn", backend::onednn_matmul},
+      {"onednn_hybrid", "onednn", backend::onednn_hybrid},
   };
   return all;
 }

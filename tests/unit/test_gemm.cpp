@@ -35,6 +35,7 @@ std::vector<Backend> backends() {
 #if defined(LOOM_TEST_ONEDNN)
   all.push_back({"onednn_sgemm", loom::cpu::gemm_backend::onednn_sgemm});
   all.push_back({"onednn_matmul", loom::cpu::gemm_backend::onednn_matmul});
+  all.push_back({"onednn_hybrid", loom::cpu::gemm_backend::onednn_hybrid});
 #endif
   return all;
 }

@@ -54,7 +54,7 @@ void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int6
   check_arguments(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
   if (m == 0 || n == 0) return;
 #if defined(LOOM_GEMM_ONEDNN)
-  gemm_backend::onednn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_backend::onednn_hybrid(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #else
   gemm_backend::openblas_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
@@ -70,7 +70,8 @@ const char* gemm_library() {
 
 const char* gemm_library_details() {
 #if defined(LOOM_GEMM_ONEDNN)
-  static const std::string details = gemm_backend::onednn_describe();
+  static const std::string details =
+      gemm_backend::onednn_describe() + " matmul primitive for x·Wᵀ, dnnl_sgemm otherwise";
 #else
   static const std::string details = gemm_backend::openblas_describe();
 #endif

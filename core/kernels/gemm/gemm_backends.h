@@ -37,6 +37,12 @@ inline constexpr std::size_t onednn_matmul_cache_limit = 256;
 // The implementation oneDNN picks for a matmul of this shape, e.g. "brg:avx512_core".
 std::string onednn_matmul_impl(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
                                std::int64_t k);
+// What loom runs with LOOM_GEMM=onednn: the cached matmul primitive when only B is transposed
+// (every forward y = x·Wᵀ), dnnl_sgemm for the other layouts (the backward GEMMs), each the
+// faster of the two there in bench-gemm's measurements (docs/performance.md).
+void onednn_hybrid(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                   float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+                   float beta, float* c, std::int64_t ldc);
 void onednn_set_threads(int threads);
 // e.g. "oneDNN 2.6.3 (cpu runtime omp)".
 std::string onednn_describe();

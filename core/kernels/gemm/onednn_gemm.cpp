@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <bit>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -149,8 +148,8 @@ void onednn_matmul(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
   if (k == 0) return scale_output(m, n, beta, c, ldc);
   Context& ctx = context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
-  MatmulKey key{omp_get_max_threads(), trans_a, trans_b, m, n, k, lda, ldb, ldc, std::bit_cast<std::uint32_t>(alpha),
-                std::bit_cast<std::uint32_t>(beta)};
+  MatmulKey key{omp_get_max_threads(), trans_a, trans_b, m, n, k, lda, ldb, ldc,
+                std::bit_cast<std::uint32_t>(alpha), std::bit_cast<std::uint32_t>(beta)};
   Matmul& matmul = cached_matmul(key, alpha, beta);
   LOOM_DNNL_CHECK(dnnl_memory_set_data_handle(matmul.a, const_cast<float*>(a)));
   LOOM_DNNL_CHECK(dnnl_memory_set_data_handle(matmul.b, const_cast<float*>(b)));
@@ -161,12 +160,21 @@ void onednn_matmul(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
   LOOM_DNNL_CHECK(dnnl_stream_wait(ctx.stream));
 }
 
+void onednn_hybrid(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                   float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+                   float beta, float* c, std::int64_t ldc) {
+  if (trans_b && !trans_a)
+    onednn_matmul(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    onednn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 std::string onednn_matmul_impl(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
                                std::int64_t k) {
   Context& ctx = context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
-  MatmulKey key{omp_get_max_threads(), trans_a, trans_b, m, n, k, trans_a ? m : k, trans_b ? k : n, n,
-                std::bit_cast<std::uint32_t>(1.0f), 0u};
+  MatmulKey key{omp_get_max_threads(), trans_a, trans_b, m, n, k, trans_a ? m : k,
+                trans_b ? k : n, n, std::bit_cast<std::uint32_t>(1.0f), 0u};
   const char* impl = nullptr;
   LOOM_DNNL_CHECK(dnnl_primitive_desc_query(cached_matmul(key, 1.0f, 0.0f).pd,
                                             dnnl_query_impl_info_str, 0, &impl));
