@@ -9,7 +9,7 @@ macro(loom_found name ok detail)
 endmacro()
 
 find_package(MPI REQUIRED COMPONENTS C CXX)
-loom_found("MPI" MPI_FOUND "${MPI_CXX_LIBRARY_VERSION_STRING}")
+loom_found("MPI" MPI_FOUND "(standard ${MPI_CXX_VERSION}, ${MPIEXEC_EXECUTABLE})")
 
 set(HDF5_PREFER_PARALLEL TRUE)
 find_package(HDF5 REQUIRED COMPONENTS C)
