@@ -1,7 +1,7 @@
 #include "io/data/token_store.h"
 
 #include "io/data/fingerprint.h"
-#include "io/data/h5_check.h"
+#include "io/h5/h5_check.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -1,25 +1,18 @@
 #include "io/weights/weights.h"
 
-#include <hdf5.h>
-
 #include <stdexcept>
 #include <vector>
+
+#include "io/h5/h5_check.h"
 
 namespace loom::io {
 namespace {
 
+using h5::H5Handle;
+
 [[noreturn]] void fail(const std::filesystem::path& file, const std::string& what) {
   throw std::runtime_error(file.string() + ": " + what);
 }
-
-// Closes an HDF5 handle on scope exit.
-struct Handle {
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~Handle() {
-    if (id >= 0) close(id);
-  }
-};
 
 std::vector<hsize_t> dims_of(const Tensor& t) {
   std::vector<hsize_t> dims;
@@ -28,25 +21,33 @@ std::vector<hsize_t> dims_of(const Tensor& t) {
   return dims;
 }
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value,
-                            const std::filesystem::path& file) {
-  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(type.id, value.size() + 1);
-  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
-  Handle attr{H5Acreate2(object, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  if (attr.id < 0 || H5Awrite(attr.id, type.id, value.c_str()) < 0) fail(file, std::string("cannot write attribute ") + name);
+void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& where) {
+  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), where), H5Tclose);
+  H5_CHECK(H5Tset_size(type, value.size() + 1), where);
+  H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), where), H5Sclose);
+  H5Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), where), H5Aclose);
+  H5_CHECK(H5Awrite(attr, type, value.c_str()), where);
 }
 
 std::string read_string_attribute(hid_t object, const char* name, const std::filesystem::path& file) {
-  if (H5Aexists(object, name) <= 0) fail(file, std::string("missing attribute ") + name + " (not a loom weights file?)");
-  Handle attr{H5Aopen(object, name, H5P_DEFAULT), H5Aclose};
-  Handle type{H5Aget_type(attr.id), H5Tclose};
-  std::string value(H5Tget_size(type.id), '\0');
-  Handle memtype{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(memtype.id, value.size());
-  if (H5Aread(attr.id, memtype.id, value.data()) < 0) fail(file, std::string("cannot read attribute ") + name);
+  const std::string where = file.string();
+  if (H5_CHECK(H5Aexists(object, name), where) == 0) {
+    fail(file, std::string("missing attribute ") + name + " (not a loom weights file?)");
+  }
+  H5Handle attr(H5_CHECK(H5Aopen(object, name, H5P_DEFAULT), where), H5Aclose);
+  H5Handle type(H5_CHECK(H5Aget_type(attr), where), H5Tclose);
+  std::string value(H5Tget_size(type), '\0');
+  H5Handle memtype(H5_CHECK(H5Tcopy(H5T_C_S1), where), H5Tclose);
+  H5_CHECK(H5Tset_size(memtype, value.size()), where);
+  H5_CHECK(H5Aread(attr, memtype, value.data()), where);
   value.resize(value.find('\0') == std::string::npos ? value.size() : value.find('\0'));
   return value;
+}
+
+H5Handle open_for_reading(const std::filesystem::path& file) {
+  if (!std::filesystem::exists(file)) fail(file, "no such weights file");
+  h5::silence_automatic_errors();
+  return H5Handle(H5_CHECK(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), file.string()), H5Fclose);
 }
 
 }  // namespace
@@ -55,36 +56,36 @@ void save_weights(const std::filesystem::path& file, std::span<const NamedTensor
                   const nlohmann::json& metadata) {
   if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
   const std::filesystem::path tmp = file.string() + ".tmp";
+  const std::string where = tmp.string();
+  h5::silence_automatic_errors();
   {
-    Handle f{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-    if (f.id < 0) fail(tmp, "cannot create HDF5 file (directory writable? disk full?)");
-    write_string_attribute(f.id, "metadata", metadata.dump(), tmp);
-    write_string_attribute(f.id, "format", "loom-weights", tmp);
-    Handle vspace{H5Screate(H5S_SCALAR), H5Sclose};
-    Handle vattr{H5Acreate2(f.id, "format_version", H5T_NATIVE_INT, vspace.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-    H5Awrite(vattr.id, H5T_NATIVE_INT, &kWeightsFormatVersion);
+    H5Handle f(H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), where), H5Fclose);
+    write_string_attribute(f, "metadata", metadata.dump(), where);
+    write_string_attribute(f, "format", "loom-weights", where);
+    H5Handle vspace(H5_CHECK(H5Screate(H5S_SCALAR), where), H5Sclose);
+    H5Handle vattr(H5_CHECK(H5Acreate2(f, "format_version", H5T_NATIVE_INT, vspace, H5P_DEFAULT, H5P_DEFAULT), where),
+                   H5Aclose);
+    H5_CHECK(H5Awrite(vattr, H5T_NATIVE_INT, &kWeightsFormatVersion), where);
     for (const NamedTensor& t : tensors) {
       if (t.tensor.dtype() != DType::F32 || t.tensor.device() != Device::CPU) {
         fail(tmp, "tensor " + t.name + " must be f32 on the CPU, is " + t.tensor.describe());
       }
       const auto dims = dims_of(t.tensor);
-      Handle space{H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose};
-      Handle set{H5Dcreate2(f.id, t.name.c_str(), H5T_IEEE_F32LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                 H5Dclose};
-      if (set.id < 0 || H5Dwrite(set.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.tensor.raw()) < 0) {
-        fail(tmp, "cannot write dataset " + t.name);
-      }
+      const std::string what = where + " tensor " + t.name;
+      H5Handle space(H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), what), H5Sclose);
+      H5Handle set(H5_CHECK(H5Dcreate2(f, t.name.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                            what),
+                   H5Dclose);
+      H5_CHECK(H5Dwrite(set, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.tensor.raw()), what);
     }
-    if (H5Fflush(f.id, H5F_SCOPE_GLOBAL) < 0) fail(tmp, "flush failed");
+    H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), where);
   }
   std::filesystem::rename(tmp, file);
 }
 
 nlohmann::json read_weights_metadata(const std::filesystem::path& file) {
-  if (!std::filesystem::exists(file)) fail(file, "no such weights file");
-  Handle f{H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  if (f.id < 0) fail(file, "not a readable HDF5 file");
-  const std::string text = read_string_attribute(f.id, "metadata", file);
+  H5Handle f = open_for_reading(file);
+  const std::string text = read_string_attribute(f, "metadata", file);
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
@@ -93,24 +94,22 @@ nlohmann::json read_weights_metadata(const std::filesystem::path& file) {
 }
 
 void load_weights(const std::filesystem::path& file, std::span<NamedTensor> into) {
-  if (!std::filesystem::exists(file)) fail(file, "no such weights file");
-  Handle f{H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  if (f.id < 0) fail(file, "not a readable HDF5 file");
+  H5Handle f = open_for_reading(file);
+  const std::string where = file.string();
   for (NamedTensor& t : into) {
-    if (H5Lexists(f.id, t.name.c_str(), H5P_DEFAULT) <= 0) fail(file, "has no tensor " + t.name);
-    Handle set{H5Dopen2(f.id, t.name.c_str(), H5P_DEFAULT), H5Dclose};
-    Handle space{H5Dget_space(set.id), H5Sclose};
-    const int rank = H5Sget_simple_extent_ndims(space.id);
+    if (H5_CHECK(H5Lexists(f, t.name.c_str(), H5P_DEFAULT), where) == 0) fail(file, "has no tensor " + t.name);
+    const std::string what = where + " tensor " + t.name;
+    H5Handle set(H5_CHECK(H5Dopen2(f, t.name.c_str(), H5P_DEFAULT), what), H5Dclose);
+    H5Handle space(H5_CHECK(H5Dget_space(set), what), H5Sclose);
+    const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space), what);
     std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
-    H5Sget_simple_extent_dims(space.id, dims.data(), nullptr);
+    H5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr), what);
     if (dims != dims_of(t.tensor)) {
       Shape found(dims.begin(), dims.end());
       fail(file, "tensor " + t.name + " has shape " + shape_string(found) + ", the model expects " +
                      shape_string(t.tensor.shape()));
     }
-    if (H5Dread(set.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.tensor.raw()) < 0) {
-      fail(file, "cannot read tensor " + t.name);
-    }
+    H5_CHECK(H5Dread(set, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.tensor.raw()), what);
   }
 }
 

@@ -1,4 +1,4 @@
-#include "io/data/h5_check.h"
+#include "io/h5/h5_check.h"
 
 #include <mutex>
 #include <stdexcept>
