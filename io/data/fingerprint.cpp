@@ -8,15 +8,7 @@
 
 namespace loom::io {
 
-void Fingerprint::add_bytes(const void* data, std::size_t size) {
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  std::uint64_t h = state_;
-  for (std::size_t i = 0; i < size; ++i) {
-    h ^= bytes[i];
-    h *= kPrime;
-  }
-  state_ = h;
-}
+void Fingerprint::add_bytes(const void* data, std::size_t size) { hash_.update(data, size); }
 
 namespace {
 

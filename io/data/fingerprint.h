@@ -1,6 +1,7 @@
-// Stable 64-bit fingerprints for data files and token stores: FNV-1a over bytes, so a
-// fingerprint written today is reproduced by any later loom build and by a few lines of
-// Python (docs/data-format.md gives the definition). Not a cryptographic hash; it detects
+// Stable 64-bit fingerprints for data files and token stores: streaming XXH64 (seed 0, the
+// one hash loom uses everywhere, io/record/fingerprint.h) over bytes, so a fingerprint
+// written today is reproduced by any later loom build, by `xxhsum -H64` and by Python's
+// xxhash module (docs/data-format.md gives the definition). Not a cryptographic hash; it detects
 // accidental change (a flipped bit, a different input file), not tampering.
 //
 // Thread safety: Fingerprint is a plain value; the free functions are reentrant.
@@ -13,13 +14,12 @@
 #include <string>
 #include <string_view>
 
+#include "io/record/fingerprint.h"
+
 namespace loom::io {
 
 class Fingerprint {
  public:
-  static constexpr std::uint64_t kOffsetBasis = 0xcbf29ce484222325ULL;
-  static constexpr std::uint64_t kPrime = 0x100000001b3ULL;
-
   void add_bytes(const void* data, std::size_t size);
   void add(std::string_view text) { add_bytes(text.data(), text.size()); }
   // Adds the value's little-endian bytes (loom runs on little-endian machines only).
@@ -27,10 +27,10 @@ class Fingerprint {
   template <typename T> void add_span(std::span<const T> values) {
     add_bytes(values.data(), values.size_bytes());
   }
-  std::uint64_t value() const { return state_; }
+  std::uint64_t value() const { return hash_.digest(); }
 
  private:
-  std::uint64_t state_ = kOffsetBasis;
+  record::Xxh64 hash_;
 };
 
 // Fingerprint of a file's bytes, or of a directory's regular files (sorted by name, each

@@ -80,7 +80,7 @@ class TokenStore {
   bool has_answers() const { return !answers_.empty(); }
   const std::string& answer(std::int64_t i) const;
 
-  // FNV-1a over offsets, tokens, loss_mask (native little-endian bytes) and, when present,
+  // XXH64 over offsets, tokens, loss_mask (native little-endian bytes) and, when present,
   // each answer's u64 length and bytes.
   std::uint64_t fingerprint() const { return fingerprint_; }
   const TokenStoreInfo& info() const { return info_; }
