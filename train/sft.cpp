@@ -25,6 +25,7 @@
 #include "io/record/run_record.h"
 #include "io/tokenizer/tokenizer.h"
 #include "io/weights/model_weights.h"
+#include "launch/stop_signal.h"
 #include "train/settings.h"
 
 namespace loom::train {
@@ -210,6 +211,7 @@ int run_sft(const config::Config& config) {
                    {"val_tokens", val.count}, {"elapsed_s", seconds_since(start)}});
   };
 
+  launch::install_stop_handlers();
   if (config.get_bool("eval.at_start")) validate();
   while (step < max_steps) {
     const auto step_start = Clock::now();
@@ -260,9 +262,13 @@ int run_sft(const config::Config& config) {
       stopped_by = "max_time";
       break;
     }
+    if (launch::stop_requested() != 0) {
+      stopped_by = launch::signal_name(launch::stop_requested());
+      break;
+    }
   }
   progress.finish();
-  validate();
+  if (launch::stop_requested() == 0) validate();  // a stop request wants the weights saved now
   const double seconds = seconds_since(start);
 
   nlohmann::json results = {{"steps", step},
@@ -291,7 +297,9 @@ int run_sft(const config::Config& config) {
               << std::exp(*last_val_loss) << ")";
   }
   std::cerr << "\nloom-sft: results in " << run_dir.string() << "/ (metrics.jsonl, run.json, model.h5)\n";
-  return 0;
+  // Stopped by a signal: the weights are saved, and the exit status still says the run
+  // did not finish (128 + signal, as a shell reports a killed command).
+  return launch::stop_requested() != 0 ? 128 + launch::stop_requested() : 0;
 }
 
 }  // namespace loom::train

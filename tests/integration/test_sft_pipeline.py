@@ -12,8 +12,10 @@ Usage: test_sft_pipeline.py BUILD_DIR WORK_DIR  (CTest passes both).
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import unittest
 
 import h5py
@@ -126,6 +128,31 @@ class Pipeline(unittest.TestCase):
         proc = run(f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={WORK}/runs/bad",
                    f"data.tokenizer={TOKENIZER}", f"data.train={WORK}/missing.h5", expect=1)
         self.assertIn("missing.h5", proc.stderr)
+
+    def test_sigterm_stops_at_a_step_boundary_and_saves(self):
+        run_dir = f"{WORK}/runs/sigterm"
+        proc = subprocess.Popen(
+            [f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={run_dir}",
+             f"data.tokenizer={TOKENIZER}", f"data.train={WORK}/brown/train.h5", f"data.val={WORK}/brown/val.h5",
+             "data.seq_len=64", "train.batch_size=8", "train.max_steps=100000", "train.max_time=0",
+             "eval.every=0", "eval.batches=2", "train.log_every=1", *MODEL],
+            stderr=subprocess.PIPE, text=True)
+        metrics_file = os.path.join(run_dir, "metrics.jsonl")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if os.path.exists(metrics_file) and sum(1 for _ in open(metrics_file)) >= 4:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, stderr)
+        with open(os.path.join(run_dir, "run.json")) as f:
+            results = json.load(f)["results"]
+        self.assertEqual(results["stopped_by"], "SIGTERM")
+        self.assertLess(results["steps"], 100000)
+        self.assertGreaterEqual(results["steps"], 3)
+        with h5py.File(os.path.join(run_dir, "model.h5"), "r") as f:
+            self.assertEqual(json.loads(f.attrs["metadata"])["step"], results["steps"])
 
     def test_help_lists_every_setting(self):
         proc = run(f"{BIN}/loom-sft", "--help")
