@@ -140,8 +140,10 @@ class Pipeline(unittest.TestCase):
         metrics_file = os.path.join(run_dir, "metrics.jsonl")
         deadline = time.time() + 60
         while time.time() < deadline:
-            if os.path.exists(metrics_file) and sum(1 for _ in open(metrics_file)) >= 4:
-                break
+            if os.path.exists(metrics_file):
+                with open(metrics_file) as f:
+                    if sum(1 for _ in f) >= 4:
+                        break
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
