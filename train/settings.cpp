@@ -82,6 +82,13 @@ void add_eval_settings(config::Schema& schema) {
   schema.add_bool("eval.at_start", true, "Also validate before the first step (the starting point of the curve)");
 }
 
+void add_parallel_settings(config::Schema& schema) {
+  schema.describe_group("parallel", "How the ranks of an MPI launch split the work (data parallel = the rest)");
+  schema.add_int("parallel.tp", 1,
+                 "Tensor-parallel ranks per layer; the data-parallel size is world_size / (tp * pp)", {.min = 1});
+  schema.add_int("parallel.pp", 1, "Pipeline stages", {.min = 1});
+}
+
 model::ModelConfig model_config_from(const config::Config& config, std::int64_t tokenizer_vocab) {
   const model::Family family = model::parse_family(config.get_string("model.family"));
   std::int64_t vocab = config.get_int("model.vocab_size");

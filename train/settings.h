@@ -1,5 +1,5 @@
 // The settings the trainers share, declared once (STYLE item 11): model.*, data.*,
-// train.*, eval.* and run_dir. Each group is added by its own function so a trainer
+// train.*, eval.*, parallel.* and run_dir. Each group is added by its own function so a trainer
 // composes what it needs; --help, docs/config.md and the startup banner come from here.
 //
 // Plain functions over config::Schema / config::Config; thread-safe.
@@ -17,6 +17,8 @@ void add_model_settings(config::Schema& schema);
 void add_data_settings(config::Schema& schema);
 void add_train_settings(config::Schema& schema);
 void add_eval_settings(config::Schema& schema);
+// parallel.tp and parallel.pp; the data-parallel size follows from the world size.
+void add_parallel_settings(config::Schema& schema);
 
 // The model architecture the config describes. vocab_size comes from model.vocab_size or,
 // when that is 0, from the tokenizer (`tokenizer_vocab`). Throws config::ConfigError naming

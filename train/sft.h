@@ -1,6 +1,8 @@
 // The SFT / pre-training loop behind loom-sft: loss on every token of raw text (a store of
 // kind "text") or on completions only (kind "sft": the store's loss mask says which tokens
-// are targets). One process for now; the parallel layouts arrive with launch/.
+// are targets). Data parallel over the ranks of an MPI launch (parallel.tp = pp = 1 only):
+// train.batch_size is the global batch, each rank runs its rows, gradients and losses are
+// summed over the ranks, and rank 0 alone writes files and prints.
 //
 // Per step: the data loader's next global batch, split into micro-batches whose gradients
 // accumulate; the mean loss over all target tokens of the step; global-norm clipping folded

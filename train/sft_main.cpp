@@ -1,6 +1,9 @@
 // loom-sft: pre-training on raw text and supervised fine-tuning (see train/sft.h).
 #include "io/config/command_line.h"
+#include "launch/mpi_runtime.h"
 #include "train/sft.h"
+
+#include <optional>
 
 int main(int argc, char** argv) {
   const loom::config::Schema schema = loom::train::sft_schema();
@@ -10,7 +13,15 @@ int main(int argc, char** argv) {
       {"loom-sft --config configs/tiny-brown.yaml",
        "loom-sft --config configs/tiny-brown.yaml run_dir=runs/smoke train.max_steps=30",
        "loom-sft --config configs/tiny-wordnet-sft.yaml --print-config"}};
-  return loom::config::run_main(argc, argv, schema, info, [](const loom::config::CommandLine& cli) {
+  // Started only for a real run (not --help); without mpirun, MPI starts as a singleton
+  // world of one rank.
+  std::optional<loom::launch::MpiRuntime> mpi;
+  const int code = loom::config::run_main(argc, argv, schema, info, [&](const loom::config::CommandLine& cli) {
+    mpi.emplace(&argc, &argv);
     return loom::train::run_sft(cli.config);
   });
+  // Finalised after run_main has printed any error: MPI_Finalize waits for every rank, so
+  // mpirun cannot abort rank 0 (on another rank's failing exit) before its message is out.
+  mpi.reset();
+  return code;
 }
