@@ -32,6 +32,18 @@ std::string unknown_option(std::string_view arg) {
 
 bool is_rank_zero() { return launcher_rank().value_or(0) == 0; }
 
+// Ranks in the job from the launcher's environment; 1 when none says.
+long launcher_world_size() {
+  for (const char* variable : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+    if (const char* value = std::getenv(variable); value && *value) {
+      char* end = nullptr;
+      const long size = std::strtol(value, &end, 10);
+      if (*end == '\0' && size > 0) return size;
+    }
+  }
+  return 1;
+}
+
 int guarded(const std::string& name, const std::function<int()>& body) {
   try {
     return body();
@@ -42,7 +54,8 @@ int guarded(const std::string& name, const std::function<int()>& body) {
     return 2;
   } catch (const std::exception& error) {
     std::string rank;
-    if (const auto r = launcher_rank()) rank = "[rank " + std::to_string(*r) + "] ";
+    // A single process (also an MPI singleton, which sets OMPI_COMM_WORLD_RANK=0) gets no prefix.
+    if (const auto r = launcher_rank(); r && launcher_world_size() > 1) rank = "[rank " + std::to_string(*r) + "] ";
     std::cerr << rank << name << ": error: " << error.what() << "\n";
     return 1;
   }

@@ -234,6 +234,7 @@ BOOST_AUTO_TEST_CASE(run_main_exit_codes_and_messages) {
   {
     CaptureStderr err;
     ::setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+    ::setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
     Args args({"loom-sft", "bogus=1"});
     BOOST_TEST(run_main(args.argc(), args.argv(), sft_schema(), kInfo,
                         [](const CommandLine&) { return 0; }) == 2);
@@ -243,5 +244,18 @@ BOOST_AUTO_TEST_CASE(run_main_exit_codes_and_messages) {
                         []() -> int { throw std::runtime_error("out of memory"); }) == 1);
     BOOST_TEST(err.text.str() == "[rank 3] loom-sft: error: out of memory\n");
     ::unsetenv("OMPI_COMM_WORLD_RANK");
+    ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  }
+  {
+    // An MPI singleton (a plain process that called MPI_Init) has rank 0 of 1: no prefix.
+    CaptureStderr err;
+    ::setenv("OMPI_COMM_WORLD_RANK", "0", 1);
+    ::setenv("OMPI_COMM_WORLD_SIZE", "1", 1);
+    Args runtime({"loom-sft"});
+    BOOST_TEST(run_main(runtime.argc(), runtime.argv(),
+                        []() -> int { throw std::runtime_error("out of memory"); }) == 1);
+    BOOST_TEST(err.text.str() == "loom-sft: error: out of memory\n");
+    ::unsetenv("OMPI_COMM_WORLD_RANK");
+    ::unsetenv("OMPI_COMM_WORLD_SIZE");
   }
 }
