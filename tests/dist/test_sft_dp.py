@@ -10,12 +10,14 @@ Usage: test_sft_dp.py BUILD_DIR WORK_DIR [MPIEXEC]  (CTest passes all three).
 import json
 import os
 import shutil
-import subprocess
 import sys
 import unittest
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from loom_cli import metrics, prepare_brown, run  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-sft"
@@ -30,23 +32,10 @@ SETTINGS = ["model.d_model=64", "model.d_ff=0", "model.n_layers=2", "model.n_hea
             "train.threads=1"]
 
 
-def run(*args, expect=0):
-    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=240)
-    if proc.returncode != expect:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode} (expected {expect})\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
 def sft_args(run_dir, *extra):
     return [f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={run_dir}",
             f"data.tokenizer={TOKENIZER}", f"data.train={WORK}/brown/train.h5", f"data.val={WORK}/brown/val.h5",
             *SETTINGS, *extra]
-
-
-def metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 class DataParallel(unittest.TestCase):
@@ -54,8 +43,7 @@ class DataParallel(unittest.TestCase):
     def setUpClass(cls):
         shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
         os.makedirs(WORK, exist_ok=True)
-        run(f"{BIN}/loom-prep", "train-tokenizer", "--corpus", "brown", "--vocab-size", "512", "--out", TOKENIZER)
-        run(f"{BIN}/loom-prep", "brown", "--tokenizer", TOKENIZER, "--out", f"{WORK}/brown")
+        prepare_brown(BIN, WORK, TOKENIZER, 512)
         cls.single = f"{WORK}/runs/single"
         run(*sft_args(cls.single))
         cls.dp = f"{WORK}/runs/dp2"

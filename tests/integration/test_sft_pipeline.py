@@ -21,6 +21,9 @@ import unittest
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from loom_cli import metrics, prepare_brown, run  # noqa: E402
+
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/integration-sft"
 BIN = os.path.join(BUILD, "bin")
@@ -29,26 +32,12 @@ TOKENIZER = os.path.join(WORK, "tok-brown-1k.json")
 MODEL = ["model.d_model=64", "model.d_ff=0", "train.micro_batch_size=0", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.max_seq_len=64"]
 
 
-def run(*args, expect=0):
-    proc = subprocess.run(list(args), capture_output=True, text=True)
-    if proc.returncode != expect:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode} (expected {expect})\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
-def metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 class Pipeline(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
         os.makedirs(WORK, exist_ok=True)
-        run(f"{BIN}/loom-prep", "train-tokenizer", "--corpus", "brown", "--vocab-size", "1024", "--out", TOKENIZER)
-        run(f"{BIN}/loom-prep", "brown", "--tokenizer", TOKENIZER, "--out", f"{WORK}/brown")
+        prepare_brown(BIN, WORK, TOKENIZER, 1024)
         run(f"{BIN}/loom-prep", "wordnet", "--tokenizer", TOKENIZER, "--out", f"{WORK}/wordnet")
         cls.pretrain = f"{WORK}/runs/pretrain"
         run(f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={cls.pretrain}",
