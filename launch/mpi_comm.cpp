@@ -110,6 +110,12 @@ void MpiComm::all_reduce_sum(Tensor& tensor) {
                           mpi_type(tensor.dtype()), MPI_SUM, comm_));
 }
 
+void MpiComm::all_reduce_host(std::span<double> values, ReduceOp op) {
+  if (values.empty()) return;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values.data(), mpi_count("all_reduce_host", static_cast<std::int64_t>(values.size())),
+                          MPI_DOUBLE, op == ReduceOp::Max ? MPI_MAX : MPI_SUM, comm_));
+}
+
 void MpiComm::reduce_scatter_sum(const Tensor& in, Tensor& out) {
   check_reducible("reduce_scatter_sum", in);
   check_scatter_shapes("reduce_scatter_sum", in, out, size_);

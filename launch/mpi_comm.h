@@ -1,4 +1,4 @@
-// MpiComm: the Comm contract (launch/comm.h) over an MPI communicator, for CPU tensors.
+// MpiComm: the Comm contract (core/comm.h) over an MPI communicator, for CPU tensors.
 // Reductions support f32 and i32 (MPI has no bf16 sum); gathers, broadcasts and
 // point-to-point transfers move any dtype as raw elements.
 //
@@ -11,7 +11,7 @@
 
 #include <mpi.h>
 
-#include "launch/comm.h"
+#include "core/comm.h"
 #include "launch/process_groups.h"
 
 namespace loom::launch {
@@ -28,6 +28,7 @@ class MpiComm final : public Comm {
 
   void barrier() override;
   void all_reduce_sum(Tensor& tensor) override;
+  void all_reduce_host(std::span<double> values, ReduceOp op) override;
   void reduce_scatter_sum(const Tensor& in, Tensor& out) override;
   void all_gather(const Tensor& in, Tensor& out) override;
   void broadcast(Tensor& tensor, int root) override;

@@ -1,7 +1,8 @@
 // Comm: the collectives and point-to-point transfers that parallel layers, the pipeline
-// schedule and the gradient reducer use, over one group of ranks. MpiComm (launch/
-// mpi_comm.h) implements it for CPU tensors; an NCCL implementation for CUDA tensors can
-// satisfy the same contract.
+// schedule and the gradient reducer use, over one group of ranks. It lives in core/ so the
+// tensor-parallel layers and schedules (core/parallel) can call it without knowing the
+// transport; MpiComm (launch/mpi_comm.h) implements it for CPU tensors, and an NCCL
+// implementation for CUDA tensors can satisfy the same contract.
 //
 // Contract for every call:
 //   * Ranks are group-local (0 .. size()-1), not world ranks.
@@ -21,10 +22,11 @@
 #pragma once
 
 #include <memory>
+#include <span>
 
 #include "core/tensor.h"
 
-namespace loom::launch {
+namespace loom {
 
 // One in-flight transfer, implemented by each transport.
 class PendingTransfer {
@@ -73,6 +75,8 @@ class Request {
   std::unique_ptr<PendingTransfer> pending_;
 };
 
+enum class ReduceOp { Sum, Max };
+
 class Comm {
  public:
   virtual ~Comm() = default;
@@ -88,6 +92,10 @@ class Comm {
   virtual void send(const Tensor& tensor, int peer, int tag) = 0;          // any dtype
   virtual void recv(Tensor& tensor, int peer, int tag) = 0;                // any dtype
 
+  // A few host scalars (loss sums, token counts, stop flags) reduced in f64 in place; the
+  // result is identical on every rank.
+  virtual void all_reduce_host(std::span<double> values, ReduceOp op) = 0;
+
   virtual Request all_reduce_sum_async(Tensor& tensor) = 0;
   virtual Request reduce_scatter_sum_async(const Tensor& in, Tensor& out) = 0;
   virtual Request all_gather_async(const Tensor& in, Tensor& out) = 0;
@@ -96,4 +104,4 @@ class Comm {
   virtual Request recv_async(Tensor& tensor, int peer, int tag) = 0;
 };
 
-}  // namespace loom::launch
+}  // namespace loom
