@@ -127,6 +127,23 @@ class Backend {
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
                                       Tensor& dlogits) = 0;
 
+  // ---- vocab-parallel cross-entropy (Megatron style: the full [N, V] logits never exist on
+  // one rank). logits [N, Vs] hold columns [vocab_offset, vocab_offset + Vs) of the full
+  // logits; targets [N] are global ids (< 0: ignored).
+  // 1. Each shard: stats [N, 3] = {row max m, Σ exp(x - m), the target's logit or 0 when the
+  //    target is outside this shard or ignored}.
+  virtual void cross_entropy_shard_stats(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
+                                         Tensor& stats) = 0;
+  // 2. After an all-gather of every shard's stats (rank-major, [shards, N, 3]): lse [N] =
+  //    log Σ exp over the whole vocabulary, losses [N] = lse - target logit (0 for ignored
+  //    rows). Depends only on all_stats, so every shard computes the same bits.
+  virtual void cross_entropy_shard_combine(const Tensor& all_stats, const Tensor& targets, Tensor& lse,
+                                           Tensor& losses) = 0;
+  // 3. dlogits += dloss[n] * (exp(x - lse[n]) - onehot(target[n] - vocab_offset)); zero for
+  //    ignored rows. dlogits may alias logits, as in cross_entropy_backward.
+  virtual void cross_entropy_shard_backward(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
+                                            const Tensor& lse, const Tensor& dloss, Tensor& dlogits) = 0;
+
   // ---- row gather/scatter (e.g. the last token of each sequence for a scalar head).
   // out[m] = x[index[m]];  dx[index[m]] += dout[m].
   virtual void gather_rows(const Tensor& x, const Tensor& index, Tensor& out) = 0;

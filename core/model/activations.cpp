@@ -11,7 +11,7 @@ ShardDims ShardDims::of(const ModelConfig& config, const ShardSpec& resolved) {
   d.d_model = config.d_model;
   d.head_dim = config.head_dim();
   d.q_heads = config.n_heads / tp;
-  d.kv_heads = config.n_kv_heads / tp;
+  d.kv_heads = config.n_kv_heads >= tp ? config.n_kv_heads / tp : 1;  // fewer: one replicated head
   d.ff = config.d_ff / tp;
   d.vocab = config.vocab_size / tp;
   d.vocab_global = config.vocab_size;

@@ -30,7 +30,8 @@ void TransformerBlock::forward(Backend& backend, const Tensor& x, LayerActivatio
   backend.attention_forward(a.qkv, shape, a.attn_out, a.attn_lse);
   // The projection lands straight in residual_mid and the residual is added on top: one
   // buffer, no copy of x.
-  out_.forward(backend, a.attn_out, a.residual_mid);
+  backend.linear_forward(a.attn_out, out_.weight, tp_.rank == 0 ? out_.bias : Tensor(), a.residual_mid);
+  parallel::ReduceFromTp::forward(tp_, a.residual_mid);
   backend.add_inplace(a.residual_mid, x);
 
   mlp_norm_.forward(backend, a.residual_mid, a.mlp_norm_out, a.mlp_norm_mean, a.mlp_norm_rstd);
@@ -41,7 +42,8 @@ void TransformerBlock::forward(Backend& backend, const Tensor& x, LayerActivatio
     gate_.forward(backend, a.mlp_norm_out, a.mlp_gate);
     backend.swiglu_forward(a.mlp_gate, a.mlp_up, a.mlp_act);
   }
-  down_.forward(backend, a.mlp_act, a.output);
+  backend.linear_forward(a.mlp_act, down_.weight, tp_.rank == 0 ? down_.bias : Tensor(), a.output);
+  parallel::ReduceFromTp::forward(tp_, a.output);
   backend.add_inplace(a.output, a.residual_mid);
 }
 
@@ -64,6 +66,7 @@ void TransformerBlock::backward(Backend& backend, const Tensor& x, const LayerAc
     gate_.backward_overwrite(backend, ws.d_mlp_gate, a.mlp_norm_out, ws.d_norm);
     up_.backward(backend, ws.d_mlp_up, a.mlp_norm_out, ws.d_norm);
   }
+  parallel::CopyToTp::backward(tp_, ws.d_norm);
   mlp_norm_.backward(backend, ws.d_norm, a.residual_mid, a.mlp_norm_mean, a.mlp_norm_rstd, d_res);
 
   out_.backward_overwrite(backend, d_res, a.attn_out, ws.d_attn);
@@ -71,6 +74,7 @@ void TransformerBlock::backward(Backend& backend, const Tensor& x, const LayerAc
   backend.attention_backward(ws.d_attn, a.qkv, a.attn_out, a.attn_lse, shape, ws.d_qkv);
   if (family_ == Family::Llama) backend.rope_backward(ws.d_qkv, shape, rope_);
   qkv_.backward_overwrite(backend, ws.d_qkv, a.attn_norm_out, ws.d_norm);
+  parallel::CopyToTp::backward(tp_, ws.d_norm);
   attn_norm_.backward(backend, ws.d_norm, x, a.attn_norm_mean, a.attn_norm_rstd, d_res);
 }
 

@@ -8,8 +8,10 @@
 // The block holds views of its weights and gradients (into the model's ParameterSet) and
 // no activations: the caller passes the LayerActivations to fill or read and the shared
 // backward Workspace. Under tensor parallelism the block holds this rank's slice (heads/tp,
-// F/tp); the collectives that complete the row-parallel linears are the caller's, added
-// when tp > 1 is wired up.
+// F/tp) and runs Megatron's scheme (core/parallel/tensor_parallel.h): QKV and up/gate are
+// column-parallel, attention-out and down row-parallel; each branch output is summed over
+// the tp group in forward (bias added once, by tp rank 0) and each branch's input gradient
+// in backward: two all-reduces per block each way.
 //
 // Threads: as the Backend (one caller at a time).
 #pragma once
@@ -21,6 +23,7 @@
 #include "core/model/layers.h"
 #include "core/model/model_config.h"
 #include "core/model/parameter_set.h"
+#include "core/parallel/tensor_parallel.h"
 
 namespace loom::model {
 
@@ -28,6 +31,9 @@ class TransformerBlock {
  public:
   // Binds the parameters "layers.<layer>.*" of `params`.
   TransformerBlock(const ModelConfig& config, const ShardDims& dims, std::int64_t layer, const ParameterSet& params);
+
+  // The tensor-parallel group this block's slice belongs to (tp = 1 until set).
+  void set_tensor_parallel(const parallel::TpGroup& tp) { tp_ = tp; }
 
   // Reads x [B, T, C]; fills every field of `acts` (acts.output is the block output).
   void forward(Backend& backend, const Tensor& x, LayerActivations& acts) const;
@@ -42,6 +48,7 @@ class TransformerBlock {
   Family family_;
   RopeConfig rope_;
   ShardDims dims_;
+  parallel::TpGroup tp_;
   Norm attn_norm_, mlp_norm_;
   Linear qkv_, out_, gate_, up_, down_;  // gate_ unbound for GPT-2
 };

@@ -124,8 +124,9 @@ ShardSpec ShardSpec::resolved(const ModelConfig& config) const {
   if (s.tp_size < 1 || s.tp_rank < 0 || s.tp_rank >= s.tp_size) fail("tp_rank must lie in [0, tp_size)");
   const std::int64_t tp = s.tp_size;
   if (config.n_heads % tp != 0) fail("n_heads (" + std::to_string(config.n_heads) + ") not divisible by tp_size");
-  if (config.n_kv_heads % tp != 0) {
-    fail("n_kv_heads (" + std::to_string(config.n_kv_heads) + ") not divisible by tp_size");
+  if (config.n_kv_heads % tp != 0 && tp % config.n_kv_heads != 0) {
+    fail("n_kv_heads (" + std::to_string(config.n_kv_heads) + ") must divide by tp_size or divide it (fewer kv "
+         "heads than tp ranks are replicated)");
   }
   if (config.d_ff % tp != 0) fail("d_ff (" + std::to_string(config.d_ff) + ") not divisible by tp_size");
   if (config.vocab_size % tp != 0) {

@@ -1,5 +1,6 @@
 #include "core/model/parameter_layout.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -22,16 +23,17 @@ class SpecBuilder {
   SpecBuilder(const ModelConfig& config, const ShardSpec& shard) : config_(config), tp_(shard.tp_size) {}
 
   void normal(const std::string& name, Shape global, TpSplit split, float std,
-              std::vector<std::int64_t> sections = {}) {
-    add(name, std::move(global), split, /*decay=*/true, InitKind::Normal, std, std::move(sections));
+              std::vector<std::int64_t> sections = {}, std::vector<std::int64_t> parts = {}) {
+    add(name, std::move(global), split, /*decay=*/true, InitKind::Normal, std, std::move(sections), std::move(parts));
   }
-  void bias(const std::string& name, std::int64_t size, TpSplit split, std::vector<std::int64_t> sections = {}) {
-    add(name, {size}, split, /*decay=*/false, InitKind::Zeros, 0.0f, std::move(sections));
+  void bias(const std::string& name, std::int64_t size, TpSplit split, std::vector<std::int64_t> sections = {},
+            std::vector<std::int64_t> parts = {}) {
+    add(name, {size}, split, /*decay=*/false, InitKind::Zeros, 0.0f, std::move(sections), std::move(parts));
   }
   void norm(const std::string& prefix) {
-    add(prefix + ".weight", {config_.d_model}, TpSplit::None, false, InitKind::Ones, 0.0f, {});
+    add(prefix + ".weight", {config_.d_model}, TpSplit::None, false, InitKind::Ones, 0.0f, {}, {});
     if (config_.family == Family::GPT2) {
-      add(prefix + ".bias", {config_.d_model}, TpSplit::None, false, InitKind::Zeros, 0.0f, {});
+      add(prefix + ".bias", {config_.d_model}, TpSplit::None, false, InitKind::Zeros, 0.0f, {}, {});
     }
   }
 
@@ -39,7 +41,7 @@ class SpecBuilder {
 
  private:
   void add(const std::string& name, Shape global, TpSplit split, bool decay, InitKind init, float std,
-           std::vector<std::int64_t> sections) {
+           std::vector<std::int64_t> sections, std::vector<std::int64_t> parts) {
     ParameterSpec spec;
     spec.name = name;
     spec.global_shape = global;
@@ -50,7 +52,11 @@ class SpecBuilder {
     spec.init_std = std;
     if (split == TpSplit::Rows || split == TpSplit::Vocab) {
       spec.row_sections = sections.empty() ? std::vector<std::int64_t>{global[0]} : std::move(sections);
-      spec.shape[0] = global[0] / tp_;
+      spec.row_section_parts = parts.empty() ? std::vector<std::int64_t>(spec.row_sections.size(), tp_) : std::move(parts);
+      spec.shape[0] = 0;
+      for (std::size_t i = 0; i < spec.row_sections.size(); ++i) {
+        spec.shape[0] += spec.row_sections[i] / spec.row_section_parts[i];
+      }
     } else if (split == TpSplit::Cols) {
       spec.shape[1] = global[1] / tp_;
     }
@@ -77,6 +83,8 @@ std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const Shar
   // variance does not grow with depth.
   const float residual_std = std / std::sqrt(2.0f * static_cast<float>(config.n_layers));
   const bool gpt2 = config.family == Family::GPT2;
+  // Fewer kv heads than tp ranks: one kv head per rank, replicated (see row_section_parts).
+  const std::int64_t kv_parts = std::min<std::int64_t>(config.n_kv_heads, shard.tp_size);
 
   SpecBuilder b(config, shard);
   const bool head_needs_tokens = head == HeadKind::LM && config.tie_embeddings && shard.owns_head(config);
@@ -92,8 +100,9 @@ std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const Shar
     const std::string p = "layers." + std::to_string(layer) + ".";
     b.norm(p + "attn_norm");
     const std::vector<std::int64_t> qkv_sections = {q_rows, kv_rows, kv_rows};
-    b.normal(p + "attn.qkv.weight", {q_rows + 2 * kv_rows, C}, TpSplit::Rows, std, qkv_sections);
-    if (config.bias) b.bias(p + "attn.qkv.bias", q_rows + 2 * kv_rows, TpSplit::Rows, qkv_sections);
+    const std::vector<std::int64_t> qkv_parts = {shard.tp_size, kv_parts, kv_parts};
+    b.normal(p + "attn.qkv.weight", {q_rows + 2 * kv_rows, C}, TpSplit::Rows, std, qkv_sections, qkv_parts);
+    if (config.bias) b.bias(p + "attn.qkv.bias", q_rows + 2 * kv_rows, TpSplit::Rows, qkv_sections, qkv_parts);
     b.normal(p + "attn.out.weight", {C, q_rows}, TpSplit::Cols, residual_std);
     if (config.bias) b.bias(p + "attn.out.bias", C, TpSplit::None);
     b.norm(p + "mlp_norm");
@@ -131,11 +140,13 @@ std::int64_t global_element_index(const ParameterSpec& spec, std::int64_t local_
   const std::int64_t col = local_index % cols_global;
   std::int64_t local_start = 0;
   std::int64_t global_start = 0;
-  for (std::int64_t section : spec.row_sections) {
-    const std::int64_t section_local = section / tp_size;
+  for (std::size_t i = 0; i < spec.row_sections.size(); ++i) {
+    const std::int64_t section = spec.row_sections[i];
+    const std::int64_t parts = spec.row_section_parts.empty() ? tp_size : spec.row_section_parts[i];
+    const std::int64_t section_local = section / parts;
     if (row_local < local_start + section_local) {
       const std::int64_t global_row =
-          global_start + static_cast<std::int64_t>(tp_rank) * section_local + (row_local - local_start);
+          global_start + section_part(parts, tp_rank, tp_size) * section_local + (row_local - local_start);
       return global_row * cols_global + col;
     }
     local_start += section_local;

@@ -39,6 +39,11 @@ struct ParameterSpec {
   // For Rows/Vocab: the global heights of the row sections that are each split evenly
   // (qkv: {Hq·D, Hkv·D, Hkv·D}); a single section for ordinary tensors.
   std::vector<std::int64_t> row_sections;
+  // How many parts each row section is cut into: tp_size, except the k and v sections when
+  // there are fewer kv heads than tp ranks; then each kv head is one part, replicated on the
+  // tp_size / parts ranks whose query heads read it (tp rank r holds part r·parts/tp_size),
+  // and those replicas' gradients must be summed over the ranks sharing them.
+  std::vector<std::int64_t> row_section_parts;
   InitKind init = InitKind::Zeros;
   float init_std = 0.0f;  // InitKind::Normal only
 };
@@ -50,6 +55,11 @@ std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const Shar
 // The flat index in the GLOBAL tensor of element `local_index` of tp slice `tp_rank` of
 // `tp_size`. Used by init_weights so values do not depend on the layout, and by checkpoint
 // resharding.
+// Which part of a row section tp rank `tp_rank` holds.
+inline std::int64_t section_part(std::int64_t parts, int tp_rank, int tp_size) {
+  return static_cast<std::int64_t>(tp_rank) * parts / tp_size;
+}
+
 std::int64_t global_element_index(const ParameterSpec& spec, std::int64_t local_index, int tp_rank, int tp_size);
 
 }  // namespace loom::model

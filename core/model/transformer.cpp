@@ -54,6 +54,17 @@ Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, Head
   }
 }
 
+void Transformer::set_tensor_parallel(const parallel::TpGroup& tp) {
+  if (tp.size != shard_.tp_size || tp.rank != shard_.tp_rank || (tp.size > 1 && tp.comm == nullptr)) {
+    throw std::invalid_argument("Transformer::set_tensor_parallel: group rank " + std::to_string(tp.rank) + " of " +
+                                std::to_string(tp.size) + (tp.comm ? "" : " without a communicator") +
+                                " does not match the shard's tp slice " + std::to_string(shard_.tp_rank) + " of " +
+                                std::to_string(shard_.tp_size));
+  }
+  tp_ = tp;
+  for (TransformerBlock& block : blocks_) block.set_tensor_parallel(tp);
+}
+
 void Transformer::init_weights(std::uint64_t seed) {
   init_parameters(params_, seed, shard_.tp_rank, shard_.tp_size, backend_);
 }
@@ -80,9 +91,8 @@ void Transformer::check_tokens(const Tensor& t, const char* what, const char* st
 
 SlotActivations& Transformer::slot_for(int slot, std::int64_t batch, std::int64_t seq) {
   if (slot < 0) throw std::invalid_argument("Transformer: activation slot must be >= 0, got " + std::to_string(slot));
-  require_stage(shard_.tp_size == 1, "forward",
-                "tensor-parallel execution (tp_size > 1) is not wired yet; such shards can be built and "
-                "initialised but not run");
+  require_stage(shard_.tp_size == 1 || tp_.active(), "forward",
+                "a tensor-parallel shard (tp_size > 1) needs set_tensor_parallel() with its group before it runs");
   const auto index = static_cast<std::size_t>(slot);
   if (slots_.size() <= index) {
     slots_.resize(index + 1);
@@ -112,8 +122,7 @@ const Tensor& Transformer::embed_forward(const Tensor& ids, int slot) {
   check_tokens(ids, "ids", "embed_forward");
   const std::int64_t B = ids.dim(0), T = ids.dim(1), C = dims_.d_model;
   SlotActivations& s = slot_for(slot, B, T);
-  const std::int64_t vocab_offset = shard_.tp_rank * dims_.vocab;
-  backend_.embedding_forward(ids.reshape({B * T}), token_embedding_, s.input, vocab_offset);
+  parallel::VocabParallelEmbedding::forward(tp_, backend_, ids.reshape({B * T}), token_embedding_, s.input);
   if (position_embedding_.defined()) {
     const Tensor positions = position_embedding_.view(0, {T, C});
     for (std::int64_t b = 0; b < B; ++b) {
@@ -131,7 +140,7 @@ void Transformer::embed_backward(const Tensor& dhidden, int slot) {
   const Tensor& ids = slot_ids_[static_cast<std::size_t>(slot)];
   require_stage(ids.defined(), "embed_backward", "embed_forward has not run on this slot");
   const std::int64_t B = s.batch, T = s.seq, C = dims_.d_model;
-  backend_.embedding_backward(ids.reshape({B * T}), dhidden, d_token_embedding_, shard_.tp_rank * dims_.vocab);
+  parallel::VocabParallelEmbedding::backward(tp_, backend_, ids.reshape({B * T}), dhidden, d_token_embedding_);
   if (d_position_embedding_.defined()) {
     Tensor d_positions = d_position_embedding_.view(0, {T, C});
     for (std::int64_t b = 0; b < B; ++b) backend_.add_inplace(d_positions, dhidden.view(b * T * C, {T, C}));
@@ -182,6 +191,9 @@ void Transformer::head_norm_forward(const Tensor& hidden, SlotActivations& s, in
 
 const Tensor& Transformer::head_backward(const Tensor& dhead_out, SlotActivations& s, int slot) {
   head_linear_.backward_overwrite(backend_, dhead_out, s.final_norm_out, workspace_.d_norm);
+  // The LM head is column-parallel over the vocabulary: each rank's input gradient is
+  // partial. The scalar head is replicated, so its gradient is already whole.
+  if (head_ == HeadKind::LM) parallel::CopyToTp::backward(tp_, workspace_.d_norm);
   backend_.fill(workspace_.d_residual, 0.0f);
   final_norm_.backward(backend_, workspace_.d_norm, slot_hidden_[static_cast<std::size_t>(slot)], s.final_norm_mean,
                        s.final_norm_rstd, workspace_.d_residual);
@@ -206,7 +218,7 @@ LossSum Transformer::lm_head_forward(const Tensor& hidden, const Tensor& targets
   targets_ = targets.reshape({N});
   Tensor losses = ws.loss_terms.view(0, {N});
   Tensor counted = ws.loss_terms.view(N, {N, 1});
-  backend_.cross_entropy_forward(ws.logits, targets_, losses);
+  vocab_ce_.forward(tp_, backend_, ws.logits, targets_, losses);
   // Targets inside [0, V) pick a 1 from the ones column, ignored (negative) ones give 0;
   // one [2, N] x [N, 1] product then yields {Σ loss, count} without a host loop.
   backend_.embedding_forward(targets_, ones_vocab_, counted);
@@ -230,7 +242,7 @@ const Tensor& Transformer::lm_head_backward(float dloss_per_token, int slot) {
   Workspace& ws = workspace_;
   Tensor dloss = ws.loss_terms.view(0, {s.batch * s.seq});
   backend_.fill(dloss, dloss_per_token);
-  backend_.cross_entropy_backward(ws.logits, targets_, dloss, ws.logits);
+  vocab_ce_.backward(tp_, backend_, ws.logits, targets_, dloss, ws.logits);
   logits_slot_ = -1;  // the buffer now holds dlogits
   return head_backward(ws.logits, s, slot);
 }

@@ -21,9 +21,13 @@
 // Inputs held by reference: ids and targets are kept (as Tensor handles) from forward to
 // backward; the caller must not overwrite them in between.
 //
-// Threads: one thread drives a Transformer. Ranks: nothing here communicates; tensor
-// parallel collectives are not wired yet, so tp_size > 1 shards can be built (shapes,
-// parameters, init) but not run.
+// Tensor parallelism: a shard with tp_size > 1 runs once set_tensor_parallel() has given it
+// its tp group; the blocks, the vocab-parallel embedding and the vocab-parallel LM head and
+// loss then communicate over it (core/parallel/tensor_parallel.h). Nothing else here
+// communicates: pipeline transfers and gradient reduction belong to the schedule and the
+// trainer.
+//
+// Threads: one thread drives a Transformer.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +40,7 @@
 #include "core/model/layers.h"
 #include "core/model/model_config.h"
 #include "core/model/parameter_set.h"
+#include "core/parallel/tensor_parallel.h"
 
 namespace loom::model {
 
@@ -59,6 +64,11 @@ class Transformer {
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
   Backend& backend() { return backend_; }
+
+  // Required before running a shard with tp_size > 1: the group of the tp_size ranks holding
+  // the slices (rank and size must match the ShardSpec).
+  void set_tensor_parallel(const parallel::TpGroup& tp);
+  const parallel::TpGroup& tensor_parallel() const { return tp_; }
 
   // Layout-independent init (see init.h) of this shard's slice.
   void init_weights(std::uint64_t seed);
@@ -111,6 +121,8 @@ class Transformer {
   Backend& backend_;
   ShardDims dims_;
   ParameterSet params_;
+  parallel::TpGroup tp_;
+  parallel::VocabParallelCrossEntropy vocab_ce_;
 
   Tensor token_embedding_, d_token_embedding_;        // [V/tp, C]
   Tensor position_embedding_, d_position_embedding_;  // [max_seq, C] (GPT-2)

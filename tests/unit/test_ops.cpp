@@ -4,6 +4,7 @@
 // op_reference.h the scalar loops. A self-test proves the finite-difference checker
 // rejects wrong gradients, so a pass means something.
 #define BOOST_TEST_MODULE ops
+#include <cstring>
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
@@ -630,6 +631,64 @@ BOOST_AUTO_TEST_CASE(every_op_on_every_backend) {
       }
     }
     std::printf("\n== backend %s: %zu table entries, %zu checks", backend->name().c_str(), table.size(), results.size());
+    print_results(results);
+    require_all_pass(results);
+  }
+}
+
+// Vocab-parallel cross-entropy: the logits cut into 3 column shards (as 3 tensor-parallel
+// ranks hold them) give, through stats -> combine -> shard backward, the losses and the
+// gradient of the full-vocabulary reference; targets fall in every shard and some are
+// ignored. Row 2 has its max in the last shard, row 4 a spike in the first.
+BOOST_AUTO_TEST_CASE(vocab_parallel_cross_entropy_matches_full_vocabulary) {
+  constexpr std::int64_t kRows = 6, kShards = 3, kWidth = 13, kVocab = kShards * kWidth;
+  Rng rng("vocab parallel cross entropy");
+  Tensor logits = rng.tensor({kRows, kVocab}, -8.0, 8.0);
+  for (std::int64_t j = 0; j < kVocab; ++j) logits.data<float>()[2 * kVocab + j] = static_cast<float>(j) / 3.0f;
+  logits.data<float>()[4 * kVocab + 1] = 30.0f;
+  const Tensor targets = rng.ids({5, -1, 38, 0, 20, 13});
+  const Tensor dloss = rng.tensor({kRows});
+  for (const auto& backend : compiled_backends()) {
+    Backend& be = *backend;
+    const Tensor dev_targets = upload(be, targets), dev_dloss = upload(be, dloss);
+    std::vector<Tensor> shards;
+    Tensor all_stats = Tensor::empty({kShards, kRows, 3}, DType::F32, Device::CPU);
+    for (std::int64_t s = 0; s < kShards; ++s) {
+      Tensor shard = Tensor::empty({kRows, kWidth}, DType::F32, Device::CPU);
+      for (std::int64_t r = 0; r < kRows; ++r) {
+        std::memcpy(shard.data<float>() + r * kWidth, logits.data<float>() + r * kVocab + s * kWidth,
+                    sizeof(float) * kWidth);
+      }
+      shards.push_back(upload(be, shard));
+      Tensor stats = device_empty(be, {kRows, 3});
+      be.cross_entropy_shard_stats(shards.back(), dev_targets, s * kWidth, stats);
+      const Tensor host_stats = download(be, stats);
+      std::memcpy(all_stats.data<float>() + s * kRows * 3, host_stats.data<float>(), sizeof(float) * kRows * 3);
+    }
+    const Tensor dev_all = upload(be, all_stats);
+    Tensor lse = device_empty(be, {kRows}), losses = device_empty(be, {kRows});
+    be.cross_entropy_shard_combine(dev_all, dev_targets, lse, losses);
+    std::vector<CheckResult> results;
+    results.push_back(compare("cross_entropy vocab-parallel", "losses vs full reference", values_of(download(be, losses)),
+                              ref_cross_entropy(logits, targets), {1e-5, 1e-5}));
+    Values grad(static_cast<std::size_t>(kRows * kVocab));
+    for (std::int64_t s = 0; s < kShards; ++s) {
+      be.cross_entropy_shard_backward(shards[static_cast<std::size_t>(s)], dev_targets, s * kWidth, lse, dev_dloss,
+                                      shards[static_cast<std::size_t>(s)]);
+      const Tensor g = download(be, shards[static_cast<std::size_t>(s)]);
+      for (std::int64_t r = 0; r < kRows; ++r) {
+        for (std::int64_t j = 0; j < kWidth; ++j) {
+          grad[static_cast<std::size_t>(r * kVocab + s * kWidth + j)] = g.data<float>()[r * kWidth + j];
+        }
+      }
+    }
+    results.push_back(compare("cross_entropy vocab-parallel", "dlogits vs full reference", grad,
+                              ref_cross_entropy_grad(logits, targets, dloss), {1e-6, 1e-5}));
+    Tensor lse_again = device_empty(be, {kRows}), losses_again = device_empty(be, {kRows});
+    be.cross_entropy_shard_combine(dev_all, dev_targets, lse_again, losses_again);
+    results.push_back(exact_check("cross_entropy vocab-parallel", "combine repeats bit-identically",
+                                  bit_identical({download(be, losses)}, {download(be, losses_again)}),
+                                  "two combines of the same stats differ"));
     print_results(results);
     require_all_pass(results);
   }

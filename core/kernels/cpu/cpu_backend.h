@@ -71,6 +71,12 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
                               Tensor& dlogits) override;
 
+  void cross_entropy_shard_stats(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
+                                 Tensor& stats) override;
+  void cross_entropy_shard_combine(const Tensor& all_stats, const Tensor& targets, Tensor& lse,
+                                   Tensor& losses) override;
+  void cross_entropy_shard_backward(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
+                                    const Tensor& lse, const Tensor& dloss, Tensor& dlogits) override;
   void gather_rows(const Tensor& x, const Tensor& index, Tensor& out) override;
   void scatter_add_rows(const Tensor& dout, const Tensor& index, Tensor& dx) override;
 

@@ -1,4 +1,5 @@
-// Softmax cross-entropy of the CPU backend over logits [N, V], parallel over rows.
+// Softmax cross-entropy of the CPU backend over logits [N, V], parallel over rows, and its
+// vocab-parallel form (stats per shard, a combine over all shards' stats, a backward).
 // Vocabularies are large (50257 for GPT-2), so each row is read from memory once: an
 // online softmax walks it in 512-element blocks (block max, rescale the running sum when
 // the max grows, then a vectorised sum of exponentials), giving log-sum-exp in one pass.
@@ -18,7 +19,9 @@ namespace {
 
 constexpr std::int64_t kBlock = 512;
 
-float row_log_sum_exp(const float* row, std::int64_t v) {
+
+// Row max and Σ exp(x - max) in one pass (the online softmax of row_log_sum_exp).
+void row_max_sum(const float* row, std::int64_t v, float& max_out, double& sum_out) {
   float running_max = -__builtin_inff();
   double running_sum = 0.0;
   for (std::int64_t begin = 0; begin < v; begin += kBlock) {
@@ -36,7 +39,8 @@ float row_log_sum_exp(const float* row, std::int64_t v) {
     for (std::int64_t i = begin; i < end; ++i) block_sum += fast_exp(row[i] - m);
     running_sum += block_sum;
   }
-  return running_max + static_cast<float>(std::log(running_sum));
+  max_out = running_max;
+  sum_out = running_sum;
 }
 
 void check_targets(const char* op, const Tensor& targets, std::int64_t vocab) {
@@ -47,6 +51,22 @@ void check_targets(const char* op, const Tensor& targets, std::int64_t vocab) {
                    std::to_string(vocab) + " (negative targets mean ignored)");
     }
   }
+}
+
+float row_log_sum_exp(const float* row, std::int64_t v) {
+  float max = 0.0f;
+  double sum = 0.0;
+  row_max_sum(row, v, max, sum);
+  return max + static_cast<float>(std::log(sum));
+}
+
+// Shared checks of the shard ops: logits [N, Vs], targets [N] i32; returns N.
+std::int64_t check_shard_inputs(const char* op, const Tensor& logits, const Tensor& targets) {
+  require_f32(op, "logits", logits);
+  require_i32(op, "targets", targets);
+  const std::int64_t n = rows_of(logits);
+  if (targets.numel() != n) fail(op, "targets " + targets.describe() + " must have one entry per row of logits " + logits.describe());
+  return n;
 }
 
 }  // namespace
@@ -112,6 +132,101 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
       for (std::int64_t i = 0; i < v; ++i) drow[i] += g * fast_exp(row[i] - lse);
     }
     drow[tp[r]] -= g;
+  }
+}
+
+void CpuBackend::cross_entropy_shard_stats(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
+                                           Tensor& stats) {
+  const char* op = "cross_entropy_shard_stats";
+  const std::int64_t n = check_shard_inputs(op, logits, targets);
+  const std::int64_t v = cols_of(logits);
+  require_f32(op, "stats", stats);
+  require_numel(op, "stats", stats, n * 3, "[N, 3] for the rows of logits " + logits.describe());
+  const float* lp = logits.data<float>();
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  float* out = stats.data<float>();
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float* row = lp + r * v;
+    float max = 0.0f;
+    double sum = 0.0;
+    row_max_sum(row, v, max, sum);
+    const std::int64_t local = static_cast<std::int64_t>(tp[r]) - vocab_offset;
+    out[3 * r] = max;
+    out[3 * r + 1] = static_cast<float>(sum);
+    out[3 * r + 2] = tp[r] >= 0 && local >= 0 && local < v ? row[local] : 0.0f;
+  }
+}
+
+void CpuBackend::cross_entropy_shard_combine(const Tensor& all_stats, const Tensor& targets, Tensor& lse,
+                                             Tensor& losses) {
+  const char* op = "cross_entropy_shard_combine";
+  require_f32(op, "all_stats", all_stats);
+  require_i32(op, "targets", targets);
+  const std::int64_t n = targets.numel();
+  if (n == 0 || all_stats.numel() % (3 * n) != 0) {
+    fail(op, "all_stats " + all_stats.describe() + " must be [shards, N, 3] for targets " + targets.describe());
+  }
+  const std::int64_t shards = all_stats.numel() / (3 * n);
+  require_numel(op, "lse", lse, n, "the targets " + targets.describe());
+  require_numel(op, "losses", losses, n, "the targets " + targets.describe());
+  const float* sp = all_stats.data<float>();
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  float* lp = lse.data<float>();
+  float* out = losses.data<float>();
+  // Fixed shard order: the same bits on every rank and in every run.
+  for (std::int64_t r = 0; r < n; ++r) {
+    float max = -__builtin_inff();
+    for (std::int64_t s = 0; s < shards; ++s) max = std::max(max, sp[(s * n + r) * 3]);
+    double sum = 0.0;
+    float target_logit = 0.0f;
+    for (std::int64_t s = 0; s < shards; ++s) {
+      const float* st = sp + (s * n + r) * 3;
+      sum += static_cast<double>(st[1]) * std::exp(static_cast<double>(st[0]) - static_cast<double>(max));
+      target_logit += st[2];
+    }
+    lp[r] = max + static_cast<float>(std::log(sum));
+    out[r] = tp[r] < 0 ? 0.0f : lp[r] - target_logit;
+  }
+}
+
+void CpuBackend::cross_entropy_shard_backward(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
+                                              const Tensor& lse, const Tensor& dloss, Tensor& dlogits) {
+  const char* op = "cross_entropy_shard_backward";
+  const std::int64_t n = check_shard_inputs(op, logits, targets);
+  const std::int64_t v = cols_of(logits);
+  require_numel(op, "lse", lse, n, "the rows of logits " + logits.describe());
+  require_numel(op, "dloss", dloss, n, "the rows of logits " + logits.describe());
+  require_matrix(op, "dlogits", dlogits, n, v, "logits " + logits.describe());
+  const float* lp = logits.data<float>();
+  float* dp = dlogits.data<float>();
+  const bool aliased = static_cast<const void*>(lp) == static_cast<const void*>(dp);
+  if (!aliased && lp < dp + n * v && dp < lp + n * v) {
+    fail(op, "dlogits " + dlogits.describe() + " partly overlaps logits " + logits.describe() +
+                 "; it must alias them exactly or not at all");
+  }
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  const float* ls = lse.data<float>();
+  const float* gp = dloss.data<float>();
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float* row = lp + r * v;
+    float* drow = dp + r * v;
+    if (tp[r] < 0) {
+      if (aliased) std::fill(drow, drow + v, 0.0f);
+      continue;
+    }
+    const float row_lse = ls[r];
+    const float g = gp[r];
+    if (aliased) {
+#pragma omp simd
+      for (std::int64_t i = 0; i < v; ++i) drow[i] = g * fast_exp(row[i] - row_lse);
+    } else {
+#pragma omp simd
+      for (std::int64_t i = 0; i < v; ++i) drow[i] += g * fast_exp(row[i] - row_lse);
+    }
+    const std::int64_t local = static_cast<std::int64_t>(tp[r]) - vocab_offset;
+    if (local >= 0 && local < v) drow[local] -= g;
   }
 }
 

@@ -224,6 +224,28 @@ void ProfilingBackend::cross_entropy_backward(const Tensor& logits, const Tensor
   record("cross_entropy_backward " + shape_of(logits), t0);
 }
 
+void ProfilingBackend::cross_entropy_shard_stats(const Tensor& logits, const Tensor& targets,
+                                                 std::int64_t vocab_offset, Tensor& stats) {
+  const auto t0 = Clock::now();
+  inner_.cross_entropy_shard_stats(logits, targets, vocab_offset, stats);
+  record("cross_entropy_shard_stats " + shape_of(logits), t0);
+}
+
+void ProfilingBackend::cross_entropy_shard_combine(const Tensor& all_stats, const Tensor& targets, Tensor& lse,
+                                                   Tensor& losses) {
+  const auto t0 = Clock::now();
+  inner_.cross_entropy_shard_combine(all_stats, targets, lse, losses);
+  record("cross_entropy_shard_combine " + shape_of(all_stats), t0);
+}
+
+void ProfilingBackend::cross_entropy_shard_backward(const Tensor& logits, const Tensor& targets,
+                                                    std::int64_t vocab_offset, const Tensor& lse,
+                                                    const Tensor& dloss, Tensor& dlogits) {
+  const auto t0 = Clock::now();
+  inner_.cross_entropy_shard_backward(logits, targets, vocab_offset, lse, dloss, dlogits);
+  record("cross_entropy_shard_backward " + shape_of(logits), t0);
+}
+
 void ProfilingBackend::gather_rows(const Tensor& x, const Tensor& index, Tensor& out) {
   const auto t0 = Clock::now();
   inner_.gather_rows(x, index, out);
