@@ -87,6 +87,17 @@ void add_parallel_settings(config::Schema& schema) {
   schema.add_int("parallel.tp", 1,
                  "Tensor-parallel ranks per layer; the data-parallel size is world_size / (tp * pp)", {.min = 1});
   schema.add_int("parallel.pp", 1, "Pipeline stages", {.min = 1});
+  schema.add_enum("parallel.schedule", std::string("1f1b"), {"1f1b", "gpipe"},
+                  "Pipeline schedule: 1f1b holds at most pp micro-batches of activations per stage, gpipe all of "
+                  "them; the micro-batches are batch_size / (dp * micro_batch_size)");
+  schema.add_int_list("parallel.stage_layers", std::vector<std::int64_t>{},
+                      "Layers per pipeline stage (pp entries summing to model.n_layers); empty = balanced", {.min = 1});
+  schema.add_bool("parallel.zero1", false,
+                  "ZeRO-1: reduce-scatter gradients, each data-parallel rank updates and keeps optimizer state for "
+                  "1/dp of the parameters, then all-gathers them");
+  schema.add_int("parallel.bucket_mb", 16,
+                 "Gradient all-reduce bucket size in MiB; buckets start while the backward pass still runs",
+                 {.min = 1});
 }
 
 model::ModelConfig model_config_from(const config::Config& config, std::int64_t tokenizer_vocab) {

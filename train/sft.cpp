@@ -7,7 +7,6 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
-#include <mpi.h>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -15,7 +14,6 @@
 #include "core/backend.h"
 #include "core/kernels/gemm/gemm.h"
 #include "core/model/transformer.h"
-#include "core/optim/adamw.h"
 #include "core/optim/grad_clip.h"
 #include "core/optim/lr_schedule.h"
 #include "io/data/loader.h"
@@ -26,10 +24,9 @@
 #include "io/record/run_record.h"
 #include "io/tokenizer/tokenizer.h"
 #include "io/weights/model_weights.h"
-#include "launch/mpi_comm.h"
-#include "launch/mpi_runtime.h"
-#include "launch/process_groups.h"
 #include "launch/stop_signal.h"
+#include "train/engine.h"
+#include "train/lm_work.h"
 #include "train/settings.h"
 
 namespace loom::train {
@@ -60,81 +57,38 @@ std::shared_ptr<const io::TokenStore> open_store(const config::Config& config, c
   return store;
 }
 
-// The data-parallel group of this run: null when there is one rank (then no collective runs
-// and single-process speed is unchanged).
-struct DataParallel {
-  std::unique_ptr<launch::MpiComm> comm;
-  int rank = 0;
-  int size = 1;
-  bool leader() const { return rank == 0; }
-};
-
-// In-place MPI_Allreduce of a few scalars (doubles keep loss sums and token counts exact).
-void all_reduce_scalars(const DataParallel& dp, double* values, int n, MPI_Op op) {
-  if (!dp.comm) return;
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, op, dp.comm->handle()));
+// The engine's options from parallel.*; a layout error names the settings.
+EngineOptions engine_options(const config::Config& config) {
+  EngineOptions options;
+  options.layout = launch::ParallelLayout{static_cast<int>(config.get_int("parallel.tp")),
+                                          static_cast<int>(config.get_int("parallel.pp"))};
+  options.schedule = parallel::parse_schedule(config.get_string("parallel.schedule"));
+  options.zero1 = config.get_bool("parallel.zero1");
+  options.bucket_elements = config.get_int("parallel.bucket_mb") * (std::int64_t{1} << 20) / 4;
+  options.stage_layers = config.get_int_list("parallel.stage_layers");
+  return options;
 }
 
-void all_reduce_loss(const DataParallel& dp, model::LossSum& loss) {
-  double values[2] = {loss.sum, static_cast<double>(loss.count)};
-  all_reduce_scalars(dp, values, 2, MPI_SUM);
-  loss.sum = values[0];
-  loss.count = static_cast<std::int64_t>(values[1]);
-}
-
-// Sums the flat gradient buffer over the ranks in buckets, so MPI's internal buffers stay
-// bounded on large models.
-void all_reduce_grads(const DataParallel& dp, Tensor& grads) {
-  if (!dp.comm) return;
-  constexpr std::int64_t kBucket = std::int64_t{16} << 20;
-  for (std::int64_t offset = 0; offset < grads.numel(); offset += kBucket) {
-    Tensor bucket = grads.view(offset, {std::min(kBucket, grads.numel() - offset)});
-    dp.comm->all_reduce_sum(bucket);
-  }
-}
-
-// Layout from parallel.tp/pp and the world size; errors name the settings.
-DataParallel make_data_parallel(const config::Config& config) {
-  const launch::ParallelLayout layout{static_cast<int>(config.get_int("parallel.tp")),
-                                      static_cast<int>(config.get_int("parallel.pp"))};
-  int world_size = 1;
-  if (launch::mpi_active()) MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
-  try {
-    launch::data_parallel_size(world_size, layout);
-  } catch (const std::invalid_argument& e) {
-    throw config::ConfigError("parallel.tp = " + std::to_string(layout.tp) + ", parallel.pp = " +
-                              std::to_string(layout.pp) + " do not fit " + std::to_string(world_size) +
-                              " ranks: " + e.what());
-  }
-  if (layout.tp != 1) {
-    throw config::ConfigError("parallel.tp = " + std::to_string(layout.tp) +
-                              ": tensor parallelism is not wired into the trainer yet (only data parallelism: run "
-                              "more ranks with tp=1, pp=1)");
-  }
-  if (layout.pp != 1) {
-    throw config::ConfigError("parallel.pp = " + std::to_string(layout.pp) +
-                              ": pipeline parallelism is not wired into the trainer yet (only data parallelism: run "
-                              "more ranks with tp=1, pp=1)");
-  }
-  DataParallel dp;
-  if (world_size == 1) return dp;
-  const launch::ProcessGroups groups = launch::ProcessGroups::build(MPI_COMM_WORLD, layout);
-  dp.rank = groups.dp_rank();
-  dp.size = groups.dp_size();
-  dp.comm = std::make_unique<launch::MpiComm>(groups, launch::GroupAxis::Dp);
-  return dp;
+// {Σ loss, count} of the last stages' LM work, summed over the data-parallel ranks; every
+// rank gets the result. One rank per (dp, stage) position contributes, the last stage's tp
+// rank 0 (the tp ranks of a stage hold the same loss).
+model::LossSum reduce_loss(Engine& engine, const model::LossSum& local) {
+  const bool counts = engine.last_stage() && engine.groups().tp_rank() == 0;
+  double values[2] = {counts ? local.sum : 0.0, counts ? static_cast<double>(local.count) : 0.0};
+  engine.all_reduce_host(values, ReduceOp::Sum);
+  return model::LossSum{values[0], static_cast<std::int64_t>(std::llround(values[1]))};
 }
 
 // Mean loss over the validation split (or its first eval.batches batches), forward only.
-// Each data-parallel rank evaluates its rows of every global batch of micro_batch * dp.size
-// sequences; the sums are then added over the ranks, so the result does not depend on dp.
-model::LossSum evaluate(model::Transformer& model, const std::shared_ptr<const io::TokenStore>& store,
-                        const io::LoaderOptions& train_options, std::int64_t micro_batch, std::int64_t max_batches,
-                        const DataParallel& dp) {
+// Each data-parallel rank evaluates its rows of every global batch of micro_batch * dp
+// sequences through the pipeline; the sums are then added over the ranks, so the result does
+// not depend on the layout.
+model::LossSum evaluate(Engine& engine, const std::shared_ptr<const io::TokenStore>& store,
+                        const io::LoaderOptions& train_options, std::int64_t micro_batch, std::int64_t max_batches) {
   io::LoaderOptions options = train_options;
   options.shuffle = false;
   options.seed = 0;
-  const std::int64_t global = micro_batch * dp.size;
+  const std::int64_t global = micro_batch * engine.dp_size();
   options.global_batch = global;
   io::DataLoader loader(store, options);
   std::int64_t batches = (loader.samples_per_epoch() + global - 1) / global;
@@ -142,12 +96,18 @@ model::LossSum evaluate(model::Transformer& model, const std::shared_ptr<const i
   model::LossSum total;
   for (std::int64_t i = 0; i < batches; ++i) {
     const io::Batch batch = loader.next();
-    const model::LossSum part = model.forward_lm(batch.ids, batch.targets);
-    total.sum += part.sum;
-    total.count += part.count;
+    LmWork work(batch.ids, batch.targets, micro_batch, 0.0f);
+    engine.forward_only(work, work.micro_batches(), micro_batch, batch.ids.dim(1));
+    total.sum += work.loss().sum;
+    total.count += work.loss().count;
   }
-  all_reduce_loss(dp, total);
-  return total;
+  return reduce_loss(engine, total);
+}
+
+std::string mib(std::int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  return out.str();
 }
 
 }  // namespace
@@ -168,8 +128,7 @@ int run_sft(const config::Config& config) {
   const int threads = config.get_int("train.threads") > 0 ? static_cast<int>(config.get_int("train.threads"))
                                                            : static_cast<int>(std::thread::hardware_concurrency());
   cpu::set_gemm_threads(threads);
-  const DataParallel dp = make_data_parallel(config);
-  const bool leader = dp.leader();
+  const EngineOptions options = engine_options(config);
 
   const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
   const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
@@ -177,29 +136,39 @@ int run_sft(const config::Config& config) {
   std::shared_ptr<const io::TokenStore> val_store;
   if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size);
 
+  auto backend = make_cpu_backend();
+  std::unique_ptr<Engine> engine_owner;
+  try {
+    engine_owner = std::make_unique<Engine>(model_config, options, *backend);
+  } catch (const std::invalid_argument& e) {
+    throw config::ConfigError(e.what());
+  }
+  Engine& engine = *engine_owner;
+  const bool leader = engine.leader();
+  const std::int64_t dp_size = engine.dp_size();
+
   const std::int64_t batch_size = config.get_int("train.batch_size");
   std::int64_t micro_batch = config.get_int("train.micro_batch_size");
-  if (batch_size % dp.size != 0) {
+  if (batch_size % dp_size != 0) {
     throw config::ConfigError("train.batch_size = " + std::to_string(batch_size) + " does not divide over " +
-                              std::to_string(dp.size) + " data-parallel ranks (it is the global batch)");
+                              std::to_string(dp_size) + " data-parallel ranks (it is the global batch)");
   }
-  if (micro_batch == 0) micro_batch = batch_size / dp.size;
-  if (batch_size % (dp.size * micro_batch) != 0) {
+  if (micro_batch == 0) micro_batch = batch_size / dp_size;
+  if (batch_size % (dp_size * micro_batch) != 0) {
     throw config::ConfigError("train.batch_size = " + std::to_string(batch_size) +
                               " is not a multiple of data-parallel ranks x train.micro_batch_size = " +
-                              std::to_string(dp.size) + " x " + std::to_string(micro_batch) +
+                              std::to_string(dp_size) + " x " + std::to_string(micro_batch) +
                               " (each rank runs batch_size / ranks sequences in micro-batches)");
   }
+  const int micro_batches = static_cast<int>(batch_size / (dp_size * micro_batch));
   const std::int64_t seq_len = config.get_int("data.seq_len");
   const std::int64_t max_steps = config.get_int("train.max_steps");
   const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
 
-  auto backend = make_cpu_backend();
-  model::Transformer model(model_config, model::ShardSpec::whole(model_config), model::HeadKind::LM, *backend);
-  model.init_weights(seed);
+  engine.init_weights(seed);
   if (config.has_value("train.init_from")) {
     const auto from = config.get_path("train.init_from");
-    io::load_model_weights(from, model);
+    engine.load_weights(from.string());
     if (leader) std::cerr << "loom-sft: initialised from " << from.string() << "\n";
   }
 
@@ -208,7 +177,7 @@ int run_sft(const config::Config& config) {
   adamw_config.beta2 = static_cast<float>(config.get_float("train.beta2"));
   adamw_config.eps = static_cast<float>(config.get_float("train.eps"));
   adamw_config.weight_decay = static_cast<float>(config.get_float("train.weight_decay"));
-  optim::AdamW optimizer(model.params(), adamw_config, *backend);
+  engine.make_optimizer(adamw_config);
   optim::LrSchedule schedule;
   schedule.max_lr = static_cast<float>(config.get_float("train.lr"));
   schedule.min_lr = static_cast<float>(config.get_float("train.min_lr"));
@@ -231,8 +200,8 @@ int run_sft(const config::Config& config) {
   loader_options.pack = config.get_bool("data.pack");
   loader_options.shuffle = config.get_bool("data.shuffle");
   loader_options.pad_id = tokenizer.eos_id();
-  loader_options.dp_rank = dp.rank;
-  loader_options.dp_size = dp.size;
+  loader_options.dp_rank = engine.dp_rank();
+  loader_options.dp_size = static_cast<int>(dp_size);
   io::DataLoader loader(train_store, loader_options);
 
   const double flops_per_token = model_config.training_flops_per_token(seq_len);
@@ -242,7 +211,9 @@ int run_sft(const config::Config& config) {
       {"git_commit", record::git_commit()},
       {"host", record::host_info()},
       {"started_at", utc_now()},
-      {"layout", {{"world_size", dp.size}, {"dp", dp.size}, {"tp", 1}, {"pp", 1}, {"threads", threads},
+      {"layout", {{"world_size", engine.groups().world_size()}, {"dp", dp_size}, {"tp", engine.groups().tp_size()},
+                  {"pp", engine.groups().pp_size()}, {"schedule", parallel::schedule_name(options.schedule)},
+                  {"zero1", options.zero1}, {"micro_batches", micro_batches}, {"threads", threads},
                   {"backend", backend->name()}, {"gemm", cpu::gemm_library()}}},
       {"model", {{"config", io::model_config_json(model_config)},
                  {"parameters", model_config.parameter_count()},
@@ -282,9 +253,20 @@ int run_sft(const config::Config& config) {
             << model_config.d_model << ", vocab " << model_config.vocab_size << "\n"
             << "loom-sft: " << train_store->n_tokens() << " training tokens (" << loader.samples_per_epoch()
             << " sequences of " << seq_len << " per epoch), batch " << batch_size << " x " << seq_len
-            << ", micro-batch " << micro_batch << ", " << max_steps << " steps, " << threads << " threads, "
-            << dp.size << " data-parallel rank" << (dp.size == 1 ? "" : "s") << "\n"
+            << ", micro-batch " << micro_batch << ", " << max_steps << " steps, " << threads << " threads\n"
+            << "loom-sft: layout " << engine.describe() << "\n"
             << "loom-sft: writing " << (run_dir / "metrics.jsonl").string() << "\n";
+  // Memory per rank, on every rank of a small world (each line says which), else rank 0's.
+  const MemoryReport memory = engine.memory(micro_batches, micro_batch, seq_len);
+  if (leader || engine.groups().world_size() <= 8) {
+    std::ostringstream line;
+    line << "loom-sft: memory of " << engine.groups().describe() << ": parameters " << mib(memory.parameters)
+         << ", gradients " << mib(memory.gradients) << ", optimizer " << mib(memory.optimizer) << ", activations "
+         << mib(memory.activations) << ", total " << mib(memory.total()) << "\n";
+    std::cerr << line.str();
+  }
+  record["layout"]["memory_bytes_rank0"] = {{"parameters", memory.parameters}, {"gradients", memory.gradients},
+                                            {"optimizer", memory.optimizer}, {"activations", memory.activations}};
 
   const std::int64_t eval_every = config.get_int("eval.every");
   const std::int64_t eval_batches = config.get_int("eval.batches");
@@ -301,7 +283,7 @@ int run_sft(const config::Config& config) {
   const auto start = Clock::now();
   auto validate = [&]() {
     if (!val_store) return;
-    const model::LossSum val = evaluate(model, val_store, loader_options, micro_batch, eval_batches, dp);
+    const model::LossSum val = evaluate(engine, val_store, loader_options, micro_batch, eval_batches);
     last_val_loss = val.mean();
     write_metrics({{"step", step}, {"val_loss", *last_val_loss}, {"val_ppl", std::exp(*last_val_loss)},
                    {"val_tokens", val.count}, {"elapsed_s", seconds_since(start)}});
@@ -311,35 +293,29 @@ int run_sft(const config::Config& config) {
   if (config.get_bool("eval.at_start")) validate();
   while (step < max_steps) {
     const auto step_start = Clock::now();
-    model.zero_grads();
+    engine.zero_grads();
     const io::Batch batch = loader.next();
-    model::LossSum loss;
     // The mean is over the target tokens of the whole global batch, so each rank scales its
     // gradients by the global count and the summed gradients equal the single-process ones.
-    double target_tokens = static_cast<double>(batch.target_tokens);
-    all_reduce_scalars(dp, &target_tokens, 1, MPI_SUM);
-    const float dloss = target_tokens > 0 ? static_cast<float>(1.0 / target_tokens) : 0.0f;
-    for (std::int64_t row = 0; row < batch.ids.dim(0); row += micro_batch) {
-      const Tensor ids = batch.ids.slice_rows(row, row + micro_batch);
-      const Tensor targets = batch.targets.slice_rows(row, row + micro_batch);
-      const model::LossSum part = model.forward_lm(ids, targets);
-      loss.sum += part.sum;
-      loss.count += part.count;
-      model.backward_lm(dloss);
-    }
-    all_reduce_grads(dp, model.params().grads());
-    all_reduce_loss(dp, loss);
-    const double norm = optim::grad_norm(*backend, model.params().grads());
+    double target_tokens[1] = {engine.groups().tp_rank() == 0 && engine.first_stage()
+                                   ? static_cast<double>(batch.target_tokens) : 0.0};
+    engine.all_reduce_host(target_tokens, ReduceOp::Sum);
+    const float dloss = target_tokens[0] > 0 ? static_cast<float>(1.0 / target_tokens[0]) : 0.0f;
+    LmWork work(batch.ids, batch.targets, micro_batch, dloss);
+    const StepTimes times = engine.forward_backward(work, micro_batches, micro_batch, seq_len);
+    const double reduce_seconds = engine.reduce_gradients();
+    const model::LossSum loss = reduce_loss(engine, work.loss());
+    const double norm = engine.grad_norm();
     const float lr = schedule.at(step);
     const bool finite = std::isfinite(loss.mean()) && std::isfinite(norm);
     if (finite) {
-      optimizer.step(lr, optim::clip_scale(norm, grad_clip));
+      engine.optimizer_step(lr, optim::clip_scale(norm, grad_clip));
     } else {
       ++skipped_steps;
     }
     ++step;
     const double step_seconds = seconds_since(step_start);
-    const std::int64_t step_tokens = batch.ids.numel() * dp.size;
+    const std::int64_t step_tokens = batch.ids.numel() * dp_size;
     tokens_seen += step_tokens;
     last_loss = loss.mean();
     const double tokens_per_s = static_cast<double>(step_tokens) / step_seconds;
@@ -353,12 +329,15 @@ int run_sft(const config::Config& config) {
                      {"tokens", tokens_seen},
                      {"epoch", loader.epoch_progress()},
                      {"skipped_steps", skipped_steps},
+                     {"bubble", times.pipeline.bubble()},
+                     {"pipeline_wait_s", times.pipeline.wait_s},
+                     {"reduce_s", reduce_seconds},
                      {"elapsed_s", seconds_since(start)}});
     }
     // Ranks must agree on stopping, or the ones that go on wait forever in a collective.
     double stop[2] = {max_time > 0 && seconds_since(start) >= max_time ? 1.0 : 0.0,
                       static_cast<double>(launch::stop_requested())};
-    all_reduce_scalars(dp, stop, 2, MPI_MAX);
+    engine.all_reduce_host(stop, ReduceOp::Max);
     const bool out_of_time = stop[0] != 0;
     stop_signal = static_cast<int>(stop[1]);
     if (eval_every > 0 && step % eval_every == 0 && step < max_steps && !out_of_time) validate();
@@ -391,9 +370,10 @@ int run_sft(const config::Config& config) {
     results["val_ppl"] = std::exp(*last_val_loss);
   }
   const auto weights = run_dir / "model.h5";
-  // Parameters are identical on every rank (same reduced gradients, same updates).
+  // The slices of every (tp, pp) position meet on rank 0, which writes the whole model.
+  const std::unique_ptr<model::Transformer> whole = engine.gather_whole_model(*backend);
   if (!leader) return stop_signal != 0 ? 128 + stop_signal : 0;
-  io::save_model_weights(weights, model, {{"step", step}, {"tokens", tokens_seen}, {"run_dir", run_dir.string()},
+  io::save_model_weights(weights, *whole, {{"step", step}, {"tokens", tokens_seen}, {"run_dir", run_dir.string()},
                                           {"results", results}});
   record["results"] = results;
   record["weights"] = weights.string();

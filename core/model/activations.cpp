@@ -107,4 +107,18 @@ void Workspace::plan(const ShardDims& dims, bool lm_head, std::int64_t B, std::i
   seq = T;
 }
 
+std::int64_t SlotActivations::bytes_for(const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq) {
+  SlotActivations counting;
+  Arena arena(nullptr);
+  counting.carve(arena, dims, has_head, batch, seq);
+  return arena.used() * static_cast<std::int64_t>(sizeof(float));
+}
+
+std::int64_t Workspace::bytes_for(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq) {
+  Workspace counting;
+  Arena arena(nullptr);
+  counting.carve(arena, dims, lm_head, batch, seq);
+  return arena.used() * static_cast<std::int64_t>(sizeof(float));
+}
+
 }  // namespace loom::model

@@ -77,6 +77,8 @@ struct SlotActivations {
   Tensor values;                         // [B, T]   scalar head output
 
   void plan(const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq, Device device);
+  // Bytes one slot takes for (B, T), without allocating (memory reports).
+  static std::int64_t bytes_for(const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq);
 
  private:
   void carve(Arena& arena, const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq);
@@ -101,6 +103,7 @@ struct Workspace {
   Tensor loss_totals;   // [2, 1] {Σ loss, count}
 
   void plan(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq, Backend& backend);
+  static std::int64_t bytes_for(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq);
 
  private:
   void carve(Arena& arena, const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq);

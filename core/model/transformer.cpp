@@ -52,6 +52,28 @@ Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, Head
       host_loss_totals_ = Tensor::empty({2, 1}, DType::F32, Device::CPU);
     }
   }
+  build_grad_ranges();
+}
+
+void Transformer::build_grad_ranges() {
+  auto extend = [](GradRange& r, const ParameterEntry& e) {
+    if (r.end == r.begin) r.begin = e.offset;
+    r.end = e.offset + e.numel;
+  };
+  layer_ranges_.assign(static_cast<std::size_t>(dims_.layers), GradRange{});
+  for (const ParameterEntry& e : params_.entries()) {
+    if (e.name.rfind("embed.", 0) == 0) {
+      extend(embed_range_, e);
+    } else if (e.name.rfind("layers.", 0) == 0) {
+      const std::int64_t layer = std::stoll(e.name.substr(7));
+      extend(layer_ranges_[static_cast<std::size_t>(layer - shard_.layer_begin)], e);
+    } else {
+      extend(head_range_, e);
+    }
+  }
+  if (head_range_.end > head_range_.begin) grad_ranges_.push_back(head_range_);
+  for (auto it = layer_ranges_.rbegin(); it != layer_ranges_.rend(); ++it) grad_ranges_.push_back(*it);
+  if (embed_range_.end > embed_range_.begin) grad_ranges_.push_back(embed_range_);
 }
 
 void Transformer::set_tensor_parallel(const parallel::TpGroup& tp) {
@@ -145,6 +167,7 @@ void Transformer::embed_backward(const Tensor& dhidden, int slot) {
     Tensor d_positions = d_position_embedding_.view(0, {T, C});
     for (std::int64_t b = 0; b < B; ++b) backend_.add_inplace(d_positions, dhidden.view(b * T * C, {T, C}));
   }
+  report_ready(embed_range_);
 }
 
 // ---- blocks -------------------------------------------------------------------------------
@@ -178,6 +201,7 @@ const Tensor& Transformer::blocks_backward(const Tensor& dhidden_out, int slot) 
   for (std::size_t i = blocks_.size(); i-- > 0;) {
     const Tensor& x = i == 0 ? s.input : s.layers[i - 1].output;
     blocks_[i].backward(backend_, x, s.layers[i], workspace_);
+    report_ready(layer_ranges_[i]);
   }
   return workspace_.d_residual;
 }
@@ -197,6 +221,7 @@ const Tensor& Transformer::head_backward(const Tensor& dhead_out, SlotActivation
   backend_.fill(workspace_.d_residual, 0.0f);
   final_norm_.backward(backend_, workspace_.d_norm, slot_hidden_[static_cast<std::size_t>(slot)], s.final_norm_mean,
                        s.final_norm_rstd, workspace_.d_residual);
+  report_ready(head_range_);
   return workspace_.d_residual;
 }
 

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -69,6 +70,20 @@ class Transformer {
   // the slices (rank and size must match the ShardSpec).
   void set_tensor_parallel(const parallel::TpGroup& tp);
   const parallel::TpGroup& tensor_parallel() const { return tp_; }
+
+  // Flat gradient-buffer ranges [begin, end) (elements) whose gradient a backward completes
+  // together, in the order backward completes them: head (final norm and untied head or
+  // score head), the owned layers from last to first, then the embeddings (with a tied
+  // replica on a head-only stage, the replica). Empty ranges are left out.
+  struct GradRange {
+    std::int64_t begin = 0, end = 0;
+  };
+  const std::vector<GradRange>& grad_ranges() const { return grad_ranges_; }
+  // Called with each range of grad_ranges() as a backward step finishes adding into it
+  // (head backward, each block, embed backward); a head-only stage's tied replica is never
+  // reported. Used by a data-parallel reducer to start reducing early. Empty: no calls.
+  using GradReadyHook = std::function<void(const GradRange&)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
 
   // Layout-independent init (see init.h) of this shard's slice.
   void init_weights(std::uint64_t seed);
@@ -114,6 +129,10 @@ class Transformer {
   void check_tokens(const Tensor& t, const char* what, const char* step) const;
   void head_norm_forward(const Tensor& hidden, SlotActivations& s, int slot);
   const Tensor& head_backward(const Tensor& dhead_out, SlotActivations& s, int slot);
+  void build_grad_ranges();
+  void report_ready(const GradRange& range) const {
+    if (grad_ready_ && range.end > range.begin) grad_ready_(range);
+  }
 
   ModelConfig config_;
   ShardSpec shard_;
@@ -138,6 +157,10 @@ class Transformer {
   Tensor targets_;                    // of the last lm_head_forward, [N] i32
   Tensor host_loss_totals_;           // [2, 1] f32 on the CPU: {Σ loss, count} read back
   int logits_slot_ = -1;              // slot whose logits the workspace holds
+  std::vector<GradRange> grad_ranges_;  // head, layers last to first, embeddings
+  GradRange head_range_, embed_range_;
+  std::vector<GradRange> layer_ranges_;  // per owned layer, first to last
+  GradReadyHook grad_ready_;
 };
 
 }  // namespace loom::model

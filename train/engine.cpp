@@ -1,0 +1,318 @@
+#include "train/engine.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include "io/weights/model_weights.h"
+#include "launch/mpi_runtime.h"
+
+namespace loom::train {
+namespace {
+
+std::string layout_text(const launch::ParallelLayout& layout) {
+  return "parallel.tp = " + std::to_string(layout.tp) + ", parallel.pp = " + std::to_string(layout.pp);
+}
+
+int world_size_now() {
+  int size = 1;
+  if (launch::mpi_active()) MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  return size;
+}
+
+model::ShardSpec shard_for(const model::ModelConfig& config, const std::vector<std::int64_t>& stages, int pp_rank,
+                           int tp_rank, int tp) {
+  std::int64_t begin = 0;
+  for (int s = 0; s < pp_rank; ++s) begin += stages[static_cast<std::size_t>(s)];
+  return model::ShardSpec{begin, begin + stages[static_cast<std::size_t>(pp_rank)], tp_rank, tp}.resolved(config);
+}
+
+// Every check that can fail for a bad layout, before any communicator exists: identical on
+// every rank, so every rank throws the same message and none waits in a collective.
+std::vector<std::int64_t> checked_stages(const model::ModelConfig& config, const EngineOptions& options) {
+  const int world = world_size_now();
+  try {
+    launch::data_parallel_size(world, options.layout);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(layout_text(options.layout) + " do not fit " + std::to_string(world) + " ranks: " +
+                                e.what());
+  }
+  config.validate();
+  std::vector<std::int64_t> stages;
+  try {
+    stages = stage_layer_counts(config.n_layers, options.layout.pp, options.stage_layers);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("parallel.pp = " + std::to_string(options.layout.pp) + ": " + e.what());
+  }
+  try {
+    shard_for(config, stages, 0, 0, options.layout.tp);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("parallel.tp = " + std::to_string(options.layout.tp) + " does not fit the model: " +
+                                e.what());
+  }
+  return stages;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> stage_layer_counts(std::int64_t n_layers, int pp, const std::vector<std::int64_t>& override) {
+  if (pp < 1) throw std::invalid_argument("needs at least one pipeline stage");
+  if (!override.empty()) {
+    std::int64_t sum = 0;
+    for (std::int64_t n : override) {
+      if (n < 1) throw std::invalid_argument("parallel.stage_layers entries must be >= 1");
+      sum += n;
+    }
+    if (static_cast<int>(override.size()) != pp || sum != n_layers) {
+      throw std::invalid_argument("parallel.stage_layers has " + std::to_string(override.size()) +
+                                  " entries summing to " + std::to_string(sum) + "; expected " + std::to_string(pp) +
+                                  " (one per stage) summing to model.n_layers = " + std::to_string(n_layers));
+    }
+    return override;
+  }
+  if (n_layers < pp) {
+    throw std::invalid_argument("the model has " + std::to_string(n_layers) + " layers, fewer than the " +
+                                std::to_string(pp) + " pipeline stages (each stage needs at least one layer)");
+  }
+  std::vector<std::int64_t> stages(static_cast<std::size_t>(pp), n_layers / pp);
+  std::int64_t extra = n_layers % pp;
+  // The last stage also runs the head (the LM head GEMM is the largest), so it gets no extra.
+  for (int s = 0; extra > 0; s = (s + 1) % std::max(1, pp - 1), --extra) ++stages[static_cast<std::size_t>(s)];
+  return stages;
+}
+
+Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, Backend& backend)
+    : config_(config), options_(options), backend_(backend) {
+  const std::vector<std::int64_t> stages = checked_stages(config_, options_);
+  groups_ = launch::ProcessGroups::build(MPI_COMM_WORLD, options_.layout);
+  world_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::World);
+  if (groups_.tp_size() > 1) tp_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::Tp);
+  if (groups_.dp_size() > 1) dp_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::Dp);
+  if (groups_.pp_size() > 1) pp_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::Pp);
+  pp_ = parallel::PpGroup{pp_comm_.get(), groups_.pp_rank(), groups_.pp_size()};
+  shard_ = shard_for(config_, stages, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
+  model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_);
+  if (groups_.tp_size() > 1) {
+    model_->set_tensor_parallel(parallel::TpGroup{tp_comm_.get(), groups_.tp_rank(), groups_.tp_size()});
+  }
+  tied_copies_ = groups_.pp_size() > 1 && options_.head == model::HeadKind::LM && config_.tie_embeddings;
+  if (dp_comm_ && !options_.zero1) {
+    reducer_ = std::make_unique<parallel::GradReducer>(model_->params().grads(), model_->grad_ranges(), dp_comm_.get(),
+                                                       options_.bucket_elements);
+    model_->set_grad_ready_hook([this](const model::Transformer::GradRange& r) { reducer_->ready(r); });
+  }
+}
+
+Engine::~Engine() = default;
+
+void Engine::init_weights(std::uint64_t seed) { model_->init_weights(seed); }
+
+void Engine::load_weights(const std::string& file) {
+  // Every rank reads the whole file and keeps its slice: simple and fine for the models that
+  // fit one host's memory; sharded checkpoints read hyperslabs instead.
+  model::Transformer whole(config_, model::ShardSpec::whole(config_), options_.head, backend_);
+  io::load_model_weights(file, whole);
+  model::ParameterSet& mine = model_->params();
+  for (const model::ParameterEntry& e : mine.entries()) {
+    const Tensor src = whole.params().value(e.name);
+    Tensor dst = mine.value(e);
+    for (std::int64_t i = 0; i < e.numel; ++i) {
+      dst.data<float>()[i] = src.data<float>()[model::global_element_index(e, i, shard_.tp_rank, shard_.tp_size)];
+    }
+  }
+}
+
+std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend) {
+  const launch::ParallelLayout layout = options_.layout;
+  const int world = groups_.world_size();
+  const std::vector<std::int64_t> stages = stage_layer_counts(config_.n_layers, layout.pp, options_.stage_layers);
+  constexpr int kTag = 7001;
+  if (!leader()) {
+    // One copy of each slice is enough: data-parallel rank 0 of each (tp, pp) position sends.
+    if (groups_.dp_rank() == 0) world_comm_->send(model_->params().values(), 0, kTag);
+    return nullptr;
+  }
+  auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, backend);
+  auto place = [&](const model::ParameterSet& from, const model::ShardSpec& spec) {
+    for (const model::ParameterEntry& e : from.entries()) {
+      Tensor dst = whole->params().value(e.name);
+      const Tensor src = from.value(e);
+      for (std::int64_t i = 0; i < e.numel; ++i) {
+        dst.data<float>()[model::global_element_index(e, i, spec.tp_rank, spec.tp_size)] = src.data<float>()[i];
+      }
+    }
+  };
+  place(model_->params(), shard_);
+  for (int rank = 1; rank < world; ++rank) {
+    const launch::RankCoordinates c = launch::coordinates_of(rank, world, layout);
+    if (c.dp_rank != 0) continue;
+    const model::ShardSpec spec = shard_for(config_, stages, c.pp_rank, c.tp_rank, layout.tp);
+    model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head), backend);
+    world_comm_->recv(slice.values(), rank, kTag);
+    place(slice, spec);
+  }
+  return whole;
+}
+
+void Engine::make_optimizer(const optim::AdamWConfig& config) {
+  model::ParameterSet& params = model_->params();
+  if (!options_.zero1 || groups_.dp_size() == 1) {
+    optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_);
+    return;
+  }
+  const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank();
+  zero_shard_ = params.numel() / dp;
+  optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, r * zero_shard_, (r + 1) * zero_shard_);
+  if (params.numel() > dp * zero_shard_) {
+    tail_optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, dp * zero_shard_, params.numel());
+  }
+  zero_scratch_ = Tensor::empty({zero_shard_}, DType::F32, backend_.device());
+}
+
+void Engine::zero_grads() { model_->zero_grads(); }
+
+StepTimes Engine::forward_backward(parallel::StageWork& work, int micro_batches, std::int64_t micro_rows,
+                                   std::int64_t seq) {
+  StepTimes times;
+  std::function<void()> arm;
+  if (reducer_) arm = [this] { reducer_->arm(); };
+  times.pipeline = parallel::run_pipeline(*model_, pp_, options_.schedule, micro_batches, micro_rows, seq, work, arm);
+  return times;
+}
+
+parallel::PipelineTimes Engine::forward_only(parallel::StageWork& work, int micro_batches, std::int64_t micro_rows,
+                                             std::int64_t seq) {
+  return parallel::run_pipeline_forward(*model_, pp_, micro_batches, micro_rows, seq, work);
+}
+
+void Engine::exchange_tied_embedding_grads() {
+  if (!tied_copies_ || !(pp_.first() || pp_.last())) return;
+  Tensor grad = model_->params().grad("embed.tokens.weight");
+  Tensor other = Tensor::empty(grad.shape(), DType::F32, backend_.device());
+  const int peer = pp_.first() ? pp_.size - 1 : 0;
+  Request sent = pp_comm_->send_async(grad, peer, 9001);
+  pp_comm_->recv(other, peer, 9001);
+  sent.wait();
+  // a + b on one stage, b + a on the other: the same bits (IEEE addition commutes).
+  backend_.add_inplace(grad, other);
+}
+
+void Engine::broadcast_tied_embedding() {
+  if (!tied_copies_ || !(pp_.first() || pp_.last())) return;
+  Tensor weight = model_->params().value("embed.tokens.weight");
+  if (pp_.first()) {
+    pp_comm_->send(weight, pp_.size - 1, 9002);
+  } else {
+    pp_comm_->recv(weight, 0, 9002);
+  }
+}
+
+double Engine::reduce_gradients() {
+  const auto t0 = std::chrono::steady_clock::now();
+  model::ParameterSet& params = model_->params();
+  const parallel::TpGroup& tp = model_->tensor_parallel();
+  if (options_.zero1 && dp_comm_) {
+    // Everything that adds copies together first, then each dp rank receives the sum of its
+    // shard (the tied copies' shards are re-synchronised from stage 0 after the update).
+    parallel::sum_replicated_kv_grads(tp, backend_, params);
+    exchange_tied_embedding_grads();
+    const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank();
+    Tensor body = params.grads().view(0, {dp * zero_shard_});
+    dp_comm_->reduce_scatter_sum(body, zero_scratch_);
+    Tensor mine = params.grads().view(r * zero_shard_, {zero_shard_});
+    backend_.copy(zero_scratch_, mine);
+    if (tail_optimizer_) {
+      Tensor tail = params.grads().view(dp * zero_shard_, {params.numel() - dp * zero_shard_});
+      dp_comm_->all_reduce_sum(tail);
+    }
+  } else {
+    // After the dp sum every replica of a kv head and both tied copies hold dp-reduced
+    // values, so the sums below give the same bits on every rank that holds a copy.
+    if (reducer_) reducer_->finish();
+    parallel::sum_replicated_kv_grads(tp, backend_, params);
+    exchange_tied_embedding_grads();
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double Engine::grad_norm() {
+  const model::ParameterSet& params = model_->params();
+  const parallel::TpGroup& tp = model_->tensor_parallel();
+  // The elements this rank counts: all of them on dp rank 0 (plain dp: every dp rank holds the
+  // same sums), its own shard (and rank 0 the tail) under ZeRO-1.
+  std::int64_t lo = 0, hi = params.numel();
+  bool counts_tail = false;
+  if (options_.zero1 && dp_comm_) {
+    lo = groups_.dp_rank() * zero_shard_;
+    hi = lo + zero_shard_;
+    counts_tail = groups_.dp_rank() == 0;
+  } else if (groups_.dp_rank() != 0) {
+    hi = lo;
+  }
+  const std::int64_t tail_lo = groups_.dp_size() * zero_shard_;
+  double sum = 0.0;
+  for (const model::ParameterEntry& e : params.entries()) {
+    if (tied_copies_ && !pp_.first() && e.name == "embed.tokens.weight") continue;  // counted on stage 0
+    for (const parallel::WeightedRange& w : parallel::tp_norm_weights(e, tp)) {
+      if (w.weight == 0.0) continue;
+      auto add = [&](std::int64_t from, std::int64_t to) {
+        from = std::max(from, e.offset + w.offset);
+        to = std::min(to, e.offset + w.offset + w.length);
+        if (from < to) sum += w.weight * backend_.sum_squares(params.grads().view(from, {to - from}));
+      };
+      add(lo, hi);
+      if (counts_tail) add(tail_lo, params.numel());
+    }
+  }
+  double total[1] = {sum};
+  world_comm_->all_reduce_host(total, ReduceOp::Sum);
+  return std::sqrt(total[0]);
+}
+
+void Engine::optimizer_step(float lr, float grad_scale) {
+  if (!optimizer_) throw std::logic_error("Engine::optimizer_step: make_optimizer() was not called");
+  optimizer_->step(lr, grad_scale);
+  if (tail_optimizer_) tail_optimizer_->step(lr, grad_scale);
+  if (options_.zero1 && dp_comm_) {
+    model::ParameterSet& params = model_->params();
+    const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank();
+    backend_.copy(params.values().view(r * zero_shard_, {zero_shard_}), zero_scratch_);
+    Tensor body = params.values().view(0, {dp * zero_shard_});
+    dp_comm_->all_gather(zero_scratch_, body);
+    broadcast_tied_embedding();
+  }
+}
+
+MemoryReport Engine::memory(int micro_batches, std::int64_t micro_rows, std::int64_t seq) const {
+  MemoryReport m;
+  const std::int64_t numel = model_->params().numel();
+  m.parameters = numel * 4;
+  m.gradients = numel * 4;
+  std::int64_t state = numel;  // ZeRO-1: this rank's shard plus the shared tail
+  if (options_.zero1 && groups_.dp_size() > 1) state = zero_shard_ + (numel - groups_.dp_size() * zero_shard_);
+  m.optimizer = 2 * state * 4;
+  const bool head = shard_.owns_head(config_);
+  // 1F1B keeps at most pp - stage micro-batches' activations in flight (GPipe all of them).
+  std::int64_t slots = options_.schedule == parallel::Schedule::GPipe ? micro_batches : pp_.size - pp_.rank;
+  slots = head ? 1 : std::min<std::int64_t>(slots, micro_batches);
+  m.activations = slots * model::SlotActivations::bytes_for(model_->dims(), head, micro_rows, seq) +
+                  model::Workspace::bytes_for(model_->dims(), head && options_.head == model::HeadKind::LM, micro_rows, seq);
+  return m;
+}
+
+std::string Engine::describe() const {
+  std::ostringstream out;
+  out << "dp " << groups_.dp_size() << " x tp " << groups_.tp_size() << " x pp " << groups_.pp_size() << " = "
+      << groups_.world_size() << " rank" << (groups_.world_size() == 1 ? "" : "s") << "; stage " << pp_.rank
+      << " holds layers " << shard_.layer_begin << "-" << shard_.layer_end - 1;
+  if (shard_.owns_embeddings()) out << " + embeddings";
+  if (shard_.owns_head(config_)) out << " + head";
+  out << "; " << parallel::schedule_name(options_.schedule) << (options_.zero1 ? ", ZeRO-1" : "");
+  return out.str();
+}
+
+}  // namespace loom::train

@@ -1,0 +1,139 @@
+// Engine: one rank's part of a model trained under any dp × tp × pp layout, shared by every
+// trainer (SFT today; reward model, DPO, PPO, GRPO next). It owns the process groups and
+// their communicators, the model shard (its pipeline stage's layers, its tensor-parallel
+// slice), the pipeline schedule, the data-parallel gradient reduction (bucketed and
+// overlapped with the backward pass, or ZeRO-1) and the optimizer, and hides all of them
+// behind a step API:
+//
+//   engine.zero_grads();
+//   engine.forward_backward(work, micro_batches, micro_rows, seq);   // the schedule
+//   engine.reduce_gradients();                                        // dp, tp, tied
+//   double norm = engine.grad_norm();                                 // over all groups
+//   engine.optimizer_step(lr, clip_scale(norm, max_norm));
+//
+// A trainer supplies what is specific to it through parallel::StageWork (the first stage's
+// token ids, the last stage's head and loss); an LM loss is in lm_work.h.
+//
+// Reductions. Gradients are summed over dp (the trainer scales its loss by the global token
+// count, so the sum is the global mean's gradient); replicated kv heads are summed over tp;
+// a tied embedding's two copies (first and last stage) exchange and add their gradients.
+// Every reduction has a fixed order, so repeated runs in one layout are bit-identical.
+//
+// Errors before any work: the layout against the world size, heads/kv heads/d_ff/vocabulary
+// against tp, layers against stages (or the stage_layers override), each thrown as
+// std::invalid_argument naming the setting, identically on every rank.
+//
+// Ownership: holds its Backend by reference. Threads: the main thread (MPI_THREAD_FUNNELED).
+// Ranks: the constructor and every step method are collective over the world.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model/transformer.h"
+#include "core/optim/adamw.h"
+#include "core/parallel/grad_reducer.h"
+#include "core/parallel/pipeline.h"
+#include "launch/mpi_comm.h"
+#include "launch/process_groups.h"
+
+namespace loom::train {
+
+struct EngineOptions {
+  launch::ParallelLayout layout;
+  parallel::Schedule schedule = parallel::Schedule::OneFOneB;
+  bool zero1 = false;
+  std::int64_t bucket_elements = std::int64_t{4} << 20;  // 16 MiB of f32 gradients
+  std::vector<std::int64_t> stage_layers;                // empty: balanced
+  model::HeadKind head = model::HeadKind::LM;
+};
+
+// Layers per pipeline stage: the override when given (must have pp entries >= 1 summing to
+// n_layers), else as even as possible with the extra layers on the earliest stages except
+// the last (which also carries the head). Throws std::invalid_argument.
+std::vector<std::int64_t> stage_layer_counts(std::int64_t n_layers, int pp, const std::vector<std::int64_t>& override);
+
+// Bytes per rank, reported at start-up.
+struct MemoryReport {
+  std::int64_t parameters = 0, gradients = 0, optimizer = 0, activations = 0;
+  std::int64_t total() const { return parameters + gradients + optimizer + activations; }
+};
+
+struct StepTimes {
+  parallel::PipelineTimes pipeline;
+  double reduce_wait_s = 0;  // waiting for gradient reductions after the backward
+  int buckets_overlapped = 0;
+};
+
+class Engine {
+ public:
+  Engine(const model::ModelConfig& config, const EngineOptions& options, Backend& backend);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  model::Transformer& model() { return *model_; }
+  const launch::ProcessGroups& groups() const { return groups_; }
+  const EngineOptions& options() const { return options_; }
+  const parallel::PpGroup& pp_group() const { return pp_; }
+  bool first_stage() const { return pp_.first(); }
+  bool last_stage() const { return pp_.last(); }
+  bool leader() const { return groups_.world_rank() == 0; }
+  int dp_rank() const { return groups_.dp_rank(); }
+  int dp_size() const { return groups_.dp_size(); }
+  Comm& world() { return *world_comm_; }
+
+  // Layout-independent init: every layout starts from the same global weights.
+  void init_weights(std::uint64_t seed);
+  // Loads this rank's slice from a whole-model weights file (io/weights), on every rank.
+  void load_weights(const std::string& file);
+  // The whole model assembled on world rank 0 (nullptr elsewhere), for saving. Collective.
+  std::unique_ptr<model::Transformer> gather_whole_model(Backend& backend);
+
+  void make_optimizer(const optim::AdamWConfig& config);
+
+  void zero_grads();
+  StepTimes forward_backward(parallel::StageWork& work, int micro_batches, std::int64_t micro_rows, std::int64_t seq);
+  // Forward only (evaluation).
+  parallel::PipelineTimes forward_only(parallel::StageWork& work, int micro_batches, std::int64_t micro_rows,
+                                       std::int64_t seq);
+  // Completes the gradients after forward_backward: waits for the overlapped dp buckets (or
+  // reduce-scatters for ZeRO-1), sums replicated kv heads over tp and tied-embedding copies
+  // over the first and last stage.
+  double reduce_gradients();
+  // Global gradient norm over every distinct parameter element of the whole model.
+  double grad_norm();
+  void optimizer_step(float lr, float grad_scale);
+
+  // A few host numbers summed (or max-ed) over the world: every rank gets the same result.
+  void all_reduce_host(std::span<double> values, ReduceOp op) { world_comm_->all_reduce_host(values, op); }
+
+  // Needs make_optimizer() first for the optimizer share.
+  MemoryReport memory(int micro_batches, std::int64_t micro_rows, std::int64_t seq) const;
+  // "tp 2 x pp 2 x dp 2 (8 ranks), stage 1: layers 3-5, ..."
+  std::string describe() const;
+
+ private:
+  void exchange_tied_embedding_grads();
+  void broadcast_tied_embedding();
+
+  model::ModelConfig config_;
+  EngineOptions options_;
+  Backend& backend_;
+  launch::ProcessGroups groups_;
+  std::unique_ptr<launch::MpiComm> world_comm_, tp_comm_, dp_comm_, pp_comm_;
+  parallel::PpGroup pp_;
+  model::ShardSpec shard_;
+  std::unique_ptr<model::Transformer> model_;
+  std::unique_ptr<parallel::GradReducer> reducer_;
+  std::unique_ptr<optim::AdamW> optimizer_, tail_optimizer_;  // tail: ZeRO-1 elements past dp·shard
+  std::int64_t zero_shard_ = 0;                               // ZeRO-1 elements per dp rank
+  Tensor zero_scratch_;
+  bool tied_copies_ = false;  // pp > 1 with tied embeddings: first and last stage both hold them
+};
+
+}  // namespace loom::train
