@@ -65,8 +65,6 @@ struct MemoryReport {
 
 struct StepTimes {
   parallel::PipelineTimes pipeline;
-  double reduce_wait_s = 0;  // waiting for gradient reductions after the backward
-  int buckets_overlapped = 0;
 };
 
 class Engine {
@@ -107,6 +105,9 @@ class Engine {
   double reduce_gradients();
   // Global gradient norm over every distinct parameter element of the whole model.
   double grad_norm();
+  // Of the last reduce_gradients: dp buckets in all, and how many started during the backward.
+  int reduce_buckets() const { return reducer_ ? reducer_->buckets() : 0; }
+  int reduce_buckets_overlapped() const { return reducer_ ? reducer_->started_early() : 0; }
   void optimizer_step(float lr, float grad_scale);
 
   // A few host numbers summed (or max-ed) over the world: every rank gets the same result.

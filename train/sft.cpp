@@ -332,6 +332,8 @@ int run_sft(const config::Config& config) {
                      {"bubble", times.pipeline.bubble()},
                      {"pipeline_wait_s", times.pipeline.wait_s},
                      {"reduce_s", reduce_seconds},
+                     {"buckets_overlapped", engine.reduce_buckets_overlapped()},
+                     {"buckets", engine.reduce_buckets()},
                      {"elapsed_s", seconds_since(start)}});
     }
     // Ranks must agree on stopping, or the ones that go on wait forever in a collective.
