@@ -90,9 +90,15 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
   const std::vector<std::int64_t> stages = checked_stages(config_, options_);
   groups_ = launch::ProcessGroups::build(MPI_COMM_WORLD, options_.layout);
   world_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::World);
-  if (groups_.tp_size() > 1) tp_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::Tp);
-  if (groups_.dp_size() > 1) dp_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::Dp);
-  if (groups_.pp_size() > 1) pp_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::Pp);
+  auto make = [&](launch::GroupAxis axis, std::unique_ptr<launch::MpiComm>& mpi,
+                  std::unique_ptr<parallel::TimingComm>& timed) {
+    if (groups_.size(axis) == 1) return;
+    mpi = std::make_unique<launch::MpiComm>(groups_, axis);
+    timed = std::make_unique<parallel::TimingComm>(*mpi);
+  };
+  make(launch::GroupAxis::Tp, tp_mpi_, tp_comm_);
+  make(launch::GroupAxis::Dp, dp_mpi_, dp_comm_);
+  make(launch::GroupAxis::Pp, pp_mpi_, pp_comm_);
   pp_ = parallel::PpGroup{pp_comm_.get(), groups_.pp_rank(), groups_.pp_size()};
   shard_ = shard_for(config_, stages, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
   model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_);
@@ -284,6 +290,17 @@ void Engine::optimizer_step(float lr, float grad_scale) {
     Tensor body = params.values().view(0, {dp * zero_shard_});
     dp_comm_->all_gather(zero_scratch_, body);
     broadcast_tied_embedding();
+  }
+}
+
+Engine::CommSeconds Engine::comm_seconds() const {
+  return CommSeconds{tp_comm_ ? tp_comm_->seconds() : 0.0, dp_comm_ ? dp_comm_->seconds() : 0.0,
+                     pp_comm_ ? pp_comm_->seconds() : 0.0};
+}
+
+void Engine::reset_comm_seconds() {
+  for (auto* comm : {tp_comm_.get(), dp_comm_.get(), pp_comm_.get()}) {
+    if (comm) comm->reset();
   }
 }
 

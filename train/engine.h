@@ -38,6 +38,7 @@
 #include "core/optim/adamw.h"
 #include "core/parallel/grad_reducer.h"
 #include "core/parallel/pipeline.h"
+#include "core/parallel/timing_comm.h"
 #include "launch/mpi_comm.h"
 #include "launch/process_groups.h"
 
@@ -114,6 +115,15 @@ class Engine {
   void all_reduce_host(std::span<double> values, ReduceOp op) { world_comm_->all_reduce_host(values, op); }
 
   // Needs make_optimizer() first for the optimizer share.
+  // Seconds spent in each group's communication since the last reset (every call is timed:
+  // a clock read per call). pp includes waiting for the neighbour stage (the bubble).
+  struct CommSeconds {
+    double tp = 0, dp = 0, pp = 0;
+    double total() const { return tp + dp + pp; }
+  };
+  CommSeconds comm_seconds() const;
+  void reset_comm_seconds();
+
   MemoryReport memory(int micro_batches, std::int64_t micro_rows, std::int64_t seq) const;
   // "tp 2 x pp 2 x dp 2 (8 ranks), stage 1: layers 3-5, ..."
   std::string describe() const;
@@ -126,7 +136,8 @@ class Engine {
   EngineOptions options_;
   Backend& backend_;
   launch::ProcessGroups groups_;
-  std::unique_ptr<launch::MpiComm> world_comm_, tp_comm_, dp_comm_, pp_comm_;
+  std::unique_ptr<launch::MpiComm> world_comm_, tp_mpi_, dp_mpi_, pp_mpi_;
+  std::unique_ptr<parallel::TimingComm> tp_comm_, dp_comm_, pp_comm_;  // null when the group has one rank
   parallel::PpGroup pp_;
   model::ShardSpec shard_;
   std::unique_ptr<model::Transformer> model_;

@@ -294,6 +294,7 @@ int run_sft(const config::Config& config) {
   while (step < max_steps) {
     const auto step_start = Clock::now();
     engine.zero_grads();
+    engine.reset_comm_seconds();
     const io::Batch batch = loader.next();
     // The mean is over the target tokens of the whole global batch, so each rank scales its
     // gradients by the global count and the summed gradients equal the single-process ones.
@@ -332,6 +333,7 @@ int run_sft(const config::Config& config) {
                      {"bubble", times.pipeline.bubble()},
                      {"pipeline_wait_s", times.pipeline.wait_s},
                      {"reduce_s", reduce_seconds},
+                     {"comm_fraction", engine.comm_seconds().total() / step_seconds},
                      {"buckets_overlapped", engine.reduce_buckets_overlapped()},
                      {"buckets", engine.reduce_buckets()},
                      {"elapsed_s", seconds_since(start)}});
