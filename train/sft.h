@@ -1,8 +1,9 @@
 // The SFT / pre-training loop behind loom-sft: loss on every token of raw text (a store of
 // kind "text") or on completions only (kind "sft": the store's loss mask says which tokens
-// are targets). Data parallel over the ranks of an MPI launch (parallel.tp = pp = 1 only):
-// train.batch_size is the global batch, each rank runs its rows, gradients and losses are
-// summed over the ranks, and rank 0 alone writes files and prints.
+// are targets). Runs under any dp x tp x pp layout of an MPI launch (train/engine.h):
+// train.batch_size is the global batch, each data-parallel rank runs its rows in
+// micro-batches through the pipeline, gradients and losses are summed over the groups, and
+// rank 0 alone writes files and prints.
 //
 // Per step: the data loader's next global batch, split into micro-batches whose gradients
 // accumulate; the mean loss over all target tokens of the step; global-norm clipping folded

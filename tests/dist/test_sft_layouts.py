@@ -78,6 +78,7 @@ def train_losses(run_dir):
 
 class Layouts(unittest.TestCase):
     runs = {}
+    errors_seen = 0
 
     @classmethod
     def setUpClass(cls):
@@ -176,7 +177,8 @@ class Layouts(unittest.TestCase):
 
     def expect_error(self, ranks, message, *settings):
         """Every rank exits 2 before training, and the message appears (once, from rank 0)."""
-        run_dir = f"{WORK}/runs/errors/{len(os.listdir(WORK + '/runs')) if os.path.exists(WORK + '/runs') else 0}"
+        Layouts.errors_seen += 1
+        run_dir = f"{WORK}/runs/errors/{Layouts.errors_seen}"
         rc_dir = f"{run_dir}.rc"
         shutil.rmtree(rc_dir, ignore_errors=True)
         os.makedirs(rc_dir)
