@@ -1,5 +1,7 @@
 #include "launch/mpi_runtime.h"
 
+#include <cstdlib>
+
 #include <stdexcept>
 #include <string>
 
@@ -85,6 +87,12 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   environment_.world_rank = rank;
   environment_.world_size = size;
   if (environment_.launcher == "single" && size > 1) environment_.launcher = "mpi";
+}
+
+void MpiRuntime::exit_after_failure(int code) {
+  if (environment_.world_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  MPI_Finalize();
+  std::exit(code);
 }
 
 MpiRuntime::~MpiRuntime() {

@@ -45,6 +45,13 @@ class MpiRuntime {
   // The launcher's view, with world rank and size (and unknown counts) filled from MPI.
   const RankEnvironment& environment() const { return environment_; }
 
+  // Ends the program with `code` in a way that cannot hang: with one rank, MPI_Finalize and
+  // exit; with several, MPI_Abort, because a rank that failed alone (a bad file, a runtime
+  // error) would otherwise wait in MPI_Finalize for ranks blocked in a collective it will
+  // never join. Errors every rank detects alike (bad settings) should return normally
+  // instead, so each rank exits with its own status.
+  [[noreturn]] void exit_after_failure(int code);
+
  private:
   bool owns_mpi_ = false;
   RankEnvironment environment_;

@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   });
   // Finalised after run_main has printed any error: MPI_Finalize waits for every rank, so
   // mpirun cannot abort rank 0 (on another rank's failing exit) before its message is out.
+  // A runtime failure (exit 1) may have hit this rank alone while the others wait in a
+  // collective: abort the job rather than hang in MPI_Finalize.
+  if (code == 1 && mpi) mpi->exit_after_failure(code);
   mpi.reset();
   return code;
 }

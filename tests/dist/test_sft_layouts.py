@@ -206,6 +206,17 @@ class Layouts(unittest.TestCase):
         self.expect_error(2, "train.batch_size = 8 is not a multiple of data-parallel ranks x "
                              "train.micro_batch_size = 2 x 3", "train.micro_batch_size=3")
 
+    def test_a_rank_failing_alone_stops_the_job(self):
+        # Rank 1 reads a training file that does not exist while rank 0 goes on into the
+        # first collective: the job must end with rank 1's message instead of hanging.
+        good = " ".join(f"'{a}'" for a in sft_args(f"{WORK}/runs/alone", "llama", "parallel.pp=2"))
+        bad = good.replace(f"data.train={WORK}/brown/train.h5", f"data.train={WORK}/missing.h5")
+        script = f'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then {bad}; else {good}; fi'
+        proc = subprocess.run([*MPI, "2", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("[rank 1] loom-sft: error:", proc.stderr)
+        self.assertIn("missing.h5", proc.stderr)
+
 
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0], "-v"])
