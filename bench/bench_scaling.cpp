@@ -58,6 +58,7 @@ struct Options {
   int micro_batches = 8, steps = 5, warmup = 2, threads = 1, tp = 1, pp = 1;
   std::string schedule = "1f1b";
   bool zero1 = false;
+  std::vector<std::int64_t> stage_layers;  // empty: the Engine's balanced split
   std::uint64_t seed = 1234;
 };
 
@@ -168,7 +169,7 @@ Measurements run_steps(train::Engine& engine, const Options& o, const Tensor& id
   return m;
 }
 
-nlohmann::json report(train::Engine& engine, const model::ModelConfig& config, const Options& o,
+nlohmann::ordered_json report(train::Engine& engine, const model::ModelConfig& config, const Options& o,
                       const Measurements& m) {
   const int world = engine.groups().world_size(), pp = engine.groups().pp_size();
   double summed_step_s = 0;
@@ -189,7 +190,7 @@ nlohmann::json report(train::Engine& engine, const model::ModelConfig& config, c
   comm_tp /= world;
   comm_dp /= world;
   comm_pp /= world;
-  nlohmann::json by_stage = nlohmann::json::array();
+  nlohmann::ordered_json by_stage = nlohmann::ordered_json::array();
   double bubble = 0;
   for (int s = 0; s < pp; ++s) {
     const double value = stage_bubble[static_cast<std::size_t>(s)] / stage_ranks[static_cast<std::size_t>(s)];
@@ -199,7 +200,7 @@ nlohmann::json report(train::Engine& engine, const model::ModelConfig& config, c
   const double step_median = median(m.step_s);
   const std::int64_t global_tokens = engine.dp_size() * o.micro_batches * o.micro_rows * o.seq;
   const train::MemoryReport memory = engine.memory(o.micro_batches, o.micro_rows, o.seq);
-  nlohmann::json step_list = nlohmann::json::array();
+  nlohmann::ordered_json step_list = nlohmann::ordered_json::array();
   for (double s : m.step_s) step_list.push_back(round_places(s, 5));
   return {
       {"benchmark", "bench-scaling"},
@@ -209,6 +210,7 @@ nlohmann::json report(train::Engine& engine, const model::ModelConfig& config, c
       {"pp", pp},
       {"schedule", o.schedule},
       {"zero1", o.zero1},
+      {"stage_layers", train::stage_layer_counts(config.n_layers, pp, o.stage_layers)},
       {"micro_batches", o.micro_batches},
       {"micro_rows", o.micro_rows},
       {"seq", o.seq},
@@ -238,7 +240,7 @@ nlohmann::json report(train::Engine& engine, const model::ModelConfig& config, c
       {"host", record::host_info()}};
 }
 
-void print_summary(const nlohmann::json& out) {
+void print_summary(const nlohmann::ordered_json& out) {
   std::fprintf(stderr,
                "bench-scaling: dp %d x tp %d x pp %d (%d ranks), %s, m=%d: %.0f tokens/s, step %.3f s, comm %.1f%% "
                "(tp %.1f%%, dp %.1f%%, pp %.1f%%), bubble %.3f (theory %.3f)\n",
@@ -277,6 +279,8 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--schedule", o.schedule, "pipeline schedule")
       ->capture_default_str()
       ->check(CLI::IsMember({"1f1b", "gpipe"}));
+  app.add_option("--stage-layers", o.stage_layers, "layers per pipeline stage, e.g. 5,3 (default: balanced)")
+      ->delimiter(',');
   app.add_flag("--zero1", o.zero1, "shard the optimizer state over data-parallel ranks (ZeRO-1)");
   app.add_option("--threads", o.threads, "GEMM/OpenMP threads per rank")
       ->capture_default_str()
@@ -312,6 +316,7 @@ int main(int argc, char** argv) {
     options.layout = launch::ParallelLayout{o.tp, o.pp};
     options.schedule = parallel::parse_schedule(o.schedule);
     options.zero1 = o.zero1;
+    options.stage_layers = o.stage_layers;
     // The checks before any communicator are identical on every rank, so all of them land here.
     engine = std::make_unique<train::Engine>(config, options, *backend);
   } catch (const std::invalid_argument& error) {
@@ -329,7 +334,7 @@ int main(int argc, char** argv) {
     random_batch(o, engine->dp_rank(), ids, targets);
     const Measurements measured = run_steps(*engine, o, ids, targets);
     if (engine->leader()) {
-      const nlohmann::json out = report(*engine, config, o, measured);
+      const nlohmann::ordered_json out = report(*engine, config, o, measured);
       std::cout << out.dump(2) << std::endl;
       print_summary(out);
     }

@@ -60,6 +60,20 @@ float row_log_sum_exp(const float* row, std::int64_t v) {
   return max + static_cast<float>(std::log(sum));
 }
 
+// drow (=|+=) g · softmax(row) with the row's log-sum-exp, minus g at column `target` when
+// it lies in [0, v) (a vocab shard may not hold the target).
+void row_gradient(const float* row, float* drow, std::int64_t v, float lse, float g, std::int64_t target,
+                  bool overwrite) {
+  if (overwrite) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < v; ++i) drow[i] = g * fast_exp(row[i] - lse);
+  } else {
+#pragma omp simd
+    for (std::int64_t i = 0; i < v; ++i) drow[i] += g * fast_exp(row[i] - lse);
+  }
+  if (target >= 0 && target < v) drow[target] -= g;
+}
+
 // Shared checks of the shard ops: logits [N, Vs], targets [N] i32; returns N.
 std::int64_t check_shard_inputs(const char* op, const Tensor& logits, const Tensor& targets) {
   require_f32(op, "logits", logits);
@@ -122,16 +136,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
       if (aliased) std::fill(drow, drow + v, 0.0f);
       continue;
     }
-    const float lse = row_log_sum_exp(row, v);
-    const float g = gp[r];
-    if (aliased) {
-#pragma omp simd
-      for (std::int64_t i = 0; i < v; ++i) drow[i] = g * fast_exp(row[i] - lse);
-    } else {
-#pragma omp simd
-      for (std::int64_t i = 0; i < v; ++i) drow[i] += g * fast_exp(row[i] - lse);
-    }
-    drow[tp[r]] -= g;
+    row_gradient(row, drow, v, row_log_sum_exp(row, v), gp[r], tp[r], aliased);
   }
 }
 
@@ -216,17 +221,7 @@ void CpuBackend::cross_entropy_shard_backward(const Tensor& logits, const Tensor
       if (aliased) std::fill(drow, drow + v, 0.0f);
       continue;
     }
-    const float row_lse = ls[r];
-    const float g = gp[r];
-    if (aliased) {
-#pragma omp simd
-      for (std::int64_t i = 0; i < v; ++i) drow[i] = g * fast_exp(row[i] - row_lse);
-    } else {
-#pragma omp simd
-      for (std::int64_t i = 0; i < v; ++i) drow[i] += g * fast_exp(row[i] - row_lse);
-    }
-    const std::int64_t local = static_cast<std::int64_t>(tp[r]) - vocab_offset;
-    if (local >= 0 && local < v) drow[local] -= g;
+    row_gradient(row, drow, v, ls[r], gp[r], static_cast<std::int64_t>(tp[r]) - vocab_offset, aliased);
   }
 }
 
