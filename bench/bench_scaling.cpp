@@ -14,13 +14,17 @@
 // The world communicator (loss and grad-norm reductions, a few doubles) is not timed.
 // Bubble: each rank's pipeline idle share 1 - Σcompute_s / Σtotal_s over the timed steps,
 // averaged over the ranks of a stage (bubble_by_stage) and then over the stages, against
-// (pp-1)/(m+pp-1). Tensor-parallel all-reduces run inside forward and backward, so under
-// tp > 1 they count as pipeline compute.
+// (pp-1)/(m+pp-1). Each stage's total_s spans only its own schedule, so a stage that finishes
+// early (the last one, before the first stage's final backward) does not count the wait at
+// the end; bubble_makespan divides by the slowest stage's span of each step instead, as the
+// formula does. Tensor-parallel all-reduces run inside forward and backward, so under tp > 1
+// they count as pipeline compute.
 //
 // Errors: a layout or model that does not fit the world (world size not divisible by tp·pp,
 // heads or vocabulary not divisible by tp, fewer layers than stages) is reported once by
 // rank 0 and every rank exits with status 2; a failure during the steps aborts the world.
 #include <mpi.h>
+#include <sched.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -63,10 +67,10 @@ struct Options {
 };
 
 // What one rank adds up over the timed steps; gathered to every rank at the end.
+// Laid out as kFields doubles per rank: tp, dp, pp seconds, pipeline total, compute, wait, stage.
 struct RankTotals {
-  double step_local_s = 0, tp_s = 0, dp_s = 0, pp_s = 0, pipeline_total_s = 0, pipeline_compute_s = 0,
-         pipeline_wait_s = 0;
-  static constexpr int kFields = 8;  // the seven sums and the stage
+  double tp_s = 0, dp_s = 0, pp_s = 0, pipeline_total_s = 0, pipeline_compute_s = 0, pipeline_wait_s = 0;
+  static constexpr int kFields = 7;
 };
 
 double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -75,6 +79,14 @@ double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t mid = values.size() / 2;
   return values.size() % 2 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
+}
+
+// CPUs this process may run on: mpirun binds each rank to one core when it starts no more
+// ranks than cores, which silently serialises --threads 2 (launch with --bind-to none).
+int affinity_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
 }
 
 double round_places(double value, int places) {
@@ -117,6 +129,7 @@ void random_batch(const Options& o, int dp_rank, Tensor& ids, Tensor& targets) {
 
 struct Measurements {
   std::vector<double> step_s;         // slowest rank's wall time of each timed step
+  double pipeline_span_s = 0;         // Σ over timed steps of the slowest stage's total_s
   std::vector<double> loss;           // global mean loss of every step, warm-up included
   std::vector<double> ranks;          // world_size × RankTotals::kFields, every rank's sums
 };
@@ -144,12 +157,12 @@ Measurements run_steps(train::Engine& engine, const Options& o, const Tensor& id
     const double local_s = since(start);
     const train::Engine::CommSeconds comm = engine.comm_seconds();
 
-    double slowest[1] = {local_s};
+    double slowest[2] = {local_s, times.pipeline.total_s};
     engine.all_reduce_host(slowest, ReduceOp::Max);
     m.loss.push_back(loss[1] > 0 ? loss[0] / loss[1] : std::nan(""));
     if (step < o.warmup) continue;
     m.step_s.push_back(slowest[0]);
-    totals.step_local_s += local_s;
+    m.pipeline_span_s += slowest[1];
     totals.tp_s += comm.tp;
     totals.dp_s += comm.dp;
     totals.pp_s += comm.pp;
@@ -160,10 +173,13 @@ Measurements run_steps(train::Engine& engine, const Options& o, const Tensor& id
   const int world = engine.groups().world_size(), rank = engine.groups().world_rank();
   m.ranks.assign(static_cast<std::size_t>(world * RankTotals::kFields), 0.0);
   double* mine = m.ranks.data() + static_cast<std::ptrdiff_t>(rank) * RankTotals::kFields;
-  const double fields[RankTotals::kFields] = {totals.step_local_s,       totals.tp_s,
-                                              totals.dp_s,               totals.pp_s,
-                                              totals.pipeline_total_s,   totals.pipeline_compute_s,
-                                              totals.pipeline_wait_s,    static_cast<double>(engine.pp_group().rank)};
+  const double fields[RankTotals::kFields] = {totals.tp_s,
+                                              totals.dp_s,
+                                              totals.pp_s,
+                                              totals.pipeline_total_s,
+                                              totals.pipeline_compute_s,
+                                              totals.pipeline_wait_s,
+                                              static_cast<double>(engine.pp_group().rank)};
   std::copy(fields, fields + RankTotals::kFields, mine);
   engine.all_reduce_host(m.ranks, ReduceOp::Sum);  // each rank fills only its own slots: a gather
   return m;
@@ -175,27 +191,29 @@ nlohmann::ordered_json report(train::Engine& engine, const model::ModelConfig& c
   double summed_step_s = 0;
   for (double s : m.step_s) summed_step_s += s;
   double comm_tp = 0, comm_dp = 0, comm_pp = 0, wait_s = 0;
-  std::vector<double> stage_bubble(static_cast<std::size_t>(pp), 0.0);
+  std::vector<double> stage_bubble(static_cast<std::size_t>(pp), 0.0), stage_makespan(stage_bubble);
   std::vector<int> stage_ranks(static_cast<std::size_t>(pp), 0);
   for (int r = 0; r < world; ++r) {
     const double* f = m.ranks.data() + static_cast<std::ptrdiff_t>(r) * RankTotals::kFields;
-    comm_tp += f[1] / summed_step_s;
-    comm_dp += f[2] / summed_step_s;
-    comm_pp += f[3] / summed_step_s;
-    wait_s += f[6];
-    const auto stage = static_cast<std::size_t>(std::llround(f[7]));
-    stage_bubble[stage] += f[4] > 0 ? 1.0 - f[5] / f[4] : 0.0;
+    comm_tp += f[0] / summed_step_s;
+    comm_dp += f[1] / summed_step_s;
+    comm_pp += f[2] / summed_step_s;
+    wait_s += f[5];
+    const auto stage = static_cast<std::size_t>(std::llround(f[6]));
+    stage_bubble[stage] += f[3] > 0 ? 1.0 - f[4] / f[3] : 0.0;
+    stage_makespan[stage] += m.pipeline_span_s > 0 ? 1.0 - f[4] / m.pipeline_span_s : 0.0;
     ++stage_ranks[stage];
   }
   comm_tp /= world;
   comm_dp /= world;
   comm_pp /= world;
   nlohmann::ordered_json by_stage = nlohmann::ordered_json::array();
-  double bubble = 0;
+  double bubble = 0, makespan_bubble = 0;
   for (int s = 0; s < pp; ++s) {
     const double value = stage_bubble[static_cast<std::size_t>(s)] / stage_ranks[static_cast<std::size_t>(s)];
     by_stage.push_back(round_places(value, 4));
     bubble += value / pp;
+    makespan_bubble += stage_makespan[static_cast<std::size_t>(s)] / stage_ranks[static_cast<std::size_t>(s)] / pp;
   }
   const double step_median = median(m.step_s);
   const std::int64_t global_tokens = engine.dp_size() * o.micro_batches * o.micro_rows * o.seq;
@@ -210,7 +228,7 @@ nlohmann::ordered_json report(train::Engine& engine, const model::ModelConfig& c
       {"pp", pp},
       {"schedule", o.schedule},
       {"zero1", o.zero1},
-      {"stage_layers", train::stage_layer_counts(config.n_layers, pp, o.stage_layers)},
+      {"stage_layers", train::stage_layer_counts(config, pp, o.stage_layers)},
       {"micro_batches", o.micro_batches},
       {"micro_rows", o.micro_rows},
       {"seq", o.seq},
@@ -218,6 +236,7 @@ nlohmann::ordered_json report(train::Engine& engine, const model::ModelConfig& c
                  {"heads", config.n_heads}, {"kv_heads", config.n_kv_heads}, {"d_ff", config.d_ff},
                  {"vocab", config.vocab_size}, {"parameters", config.parameter_count()}}},
       {"threads_per_rank", o.threads},
+      {"affinity_cpus_rank0", affinity_cpus()},
       {"gemm_library", cpu::gemm_library()},
       {"steps_timed", o.steps},
       {"warmup_steps", o.warmup},
@@ -231,6 +250,7 @@ nlohmann::ordered_json report(train::Engine& engine, const model::ModelConfig& c
       {"pipeline_wait_s_mean", round_places(wait_s / world / static_cast<double>(m.step_s.size()), 5)},
       {"bubble_measured", round_places(bubble, 4)},
       {"bubble_by_stage", by_stage},
+      {"bubble_makespan", round_places(makespan_bubble, 4)},
       {"bubble_theoretical", round_places(parallel::PipelineTimes::theoretical_bubble(pp, o.micro_batches), 4)},
       {"memory_bytes_rank0", {{"parameters", memory.parameters}, {"gradients", memory.gradients},
                               {"optimizer", memory.optimizer}, {"activations", memory.activations},
@@ -274,7 +294,9 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--micro-batches", o.micro_batches, "micro-batches per step per data-parallel rank")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--steps", o.steps, "timed steps (median reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--steps", o.steps, "timed steps (median reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--warmup", o.warmup, "untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--schedule", o.schedule, "pipeline schedule")
       ->capture_default_str()
@@ -337,6 +359,10 @@ int main(int argc, char** argv) {
       const nlohmann::ordered_json out = report(*engine, config, o, measured);
       std::cout << out.dump(2) << std::endl;
       print_summary(out);
+      if (o.threads > affinity_cpus()) {
+        std::fprintf(stderr, "bench-scaling: warning: --threads %d but rank 0 may run on %d CPU(s); mpirun binds "
+                     "ranks to cores unless given --bind-to none\n", o.threads, affinity_cpus());
+      }
     }
   } catch (const std::exception& error) {
     // A rank that throws may leave the others waiting inside a collective; abort them all.

@@ -53,6 +53,7 @@ else()
   check(comm_fraction_by_axis dp 0 0)
   check(comm_fraction_by_axis pp 0 1)
   check(bubble_measured 0 1)
+  check(bubble_makespan 0 1)
   check(bubble_by_stage 0 0 1)
   check(bubble_by_stage 1 0 1)
   # (pp - 1) / (m + pp - 1) with pp 2, m 4.
@@ -68,7 +69,8 @@ else()
   execute_process(COMMAND ${launch} --pp 3 --steps 1 --warmup 0
                   OUTPUT_VARIABLE unused ERROR_VARIABLE log RESULT_VARIABLE status)
   if(NOT status EQUAL 2 OR NOT log MATCHES "parallel.pp = 3")
-    message(FATAL_ERROR "bench-scaling --pp 3 on 2 ranks should exit 2 naming parallel.pp; it exited ${status}:\n${log}")
+    message(FATAL_ERROR "bench-scaling --pp 3 on 2 ranks should exit 2 naming parallel.pp; "
+                        "it exited ${status}:\n${log}")
   endif()
   message(STATUS "bench-scaling: JSON complete and finite; layout error exits 2")
 endif()

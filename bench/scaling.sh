@@ -11,7 +11,9 @@
 # be given in BENCH_SCALING_FLAGS (e.g. "--threads 2"). Each rank runs one GEMM thread
 # (OMP_NUM_THREADS=1) unless those flags say otherwise; with more ranks than cores mpirun
 # oversubscribes, so compare ratios between layouts rather than absolute speed-ups.
-# Needs mpirun and /usr/bin/python3 (for the array and the table). About 5 minutes on 2 cores.
+# mpirun binds each rank to a core when ranks <= cores, so with --threads above 1 also set
+# MPIRUN_FLAGS="--bind-to none".
+# Needs mpirun and /usr/bin/python3 (the array and the table). About 2 minutes on 2 cores.
 set -euo pipefail
 
 build_dir=${1:-build}
@@ -22,6 +24,7 @@ if [[ ! -x "$bench" ]]; then
 fi
 mpirun=${MPIEXEC:-mpirun}
 read -r -a extra <<< "${BENCH_SCALING_FLAGS:-}"
+read -r -a mpirun_flags <<< "${MPIRUN_FLAGS:-}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 runs_dir=$(mktemp -d)
@@ -37,8 +40,8 @@ run() {
   local out
   out=$(printf '%s/%03d.json' "$runs_dir" "$count")
   echo "scaling.sh: [$count] dp $dp x tp $tp x pp $pp $*" >&2
-  if ! "$mpirun" --allow-run-as-root --oversubscribe -np "$ranks" "$bench" --tp "$tp" --pp "$pp" "$@" \
-      "${extra[@]}" > "$out"; then
+  if ! "$mpirun" --allow-run-as-root --oversubscribe "${mpirun_flags[@]}" -np "$ranks" \
+      "$bench" --tp "$tp" --pp "$pp" "$@" "${extra[@]}" > "$out"; then
     echo "scaling.sh: bench-scaling failed for dp $dp x tp $tp x pp $pp $*" >&2
     exit 1
   fi
@@ -63,7 +66,7 @@ pathlib.Path(sys.argv[2]).write_text(json.dumps(runs, indent=2) + "\n")
 
 base = next(r for r in runs if (r["dp"], r["tp"], r["pp"]) == (1, 1, 1) and r["micro_batches"] == 8)
 header = ("| dp | tp | pp | ranks | m | tokens/s | vs (1,1,1) | step s | comm | tp | dp | pp "
-          "| bubble measured | bubble (p-1)/(m+p-1) | by stage |")
+          "| bubble measured | bubble makespan | (p-1)/(m+p-1) | by stage |")
 print(header)
 print("|" + "---:|" * (header.count("|") - 1))
 for r in runs:
@@ -72,6 +75,6 @@ for r in runs:
     print(f"| {r['dp']} | {r['tp']} | {r['pp']} | {r['world_size']} | {r['micro_batches']} "
           f"| {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.2f} | {r['step_s_median']:.3f} "
           f"| {r['comm_fraction']:.1%} | {axis['tp']:.1%} | {axis['dp']:.1%} | {axis['pp']:.1%} "
-          f"| {r['bubble_measured']:.3f} | {r['bubble_theoretical']:.3f} | {stages} |")
+          f"| {r['bubble_measured']:.3f} | {r['bubble_makespan']:.3f} | {r['bubble_theoretical']:.3f} | {stages} |")
 print(f"\n{len(runs)} runs written to {sys.argv[2]}", file=sys.stderr)
 EOF

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -44,7 +45,7 @@ std::vector<std::int64_t> checked_stages(const model::ModelConfig& config, const
   config.validate();
   std::vector<std::int64_t> stages;
   try {
-    stages = stage_layer_counts(config.n_layers, options.layout.pp, options.stage_layers);
+    stages = stage_layer_counts(config, options.layout.pp, options.stage_layers);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument("parallel.pp = " + std::to_string(options.layout.pp) + ": " + e.what());
   }
@@ -59,7 +60,9 @@ std::vector<std::int64_t> checked_stages(const model::ModelConfig& config, const
 
 }  // namespace
 
-std::vector<std::int64_t> stage_layer_counts(std::int64_t n_layers, int pp, const std::vector<std::int64_t>& override) {
+std::vector<std::int64_t> stage_layer_counts(const model::ModelConfig& config, int pp,
+                                             const std::vector<std::int64_t>& override) {
+  const std::int64_t n_layers = config.n_layers;
   if (pp < 1) throw std::invalid_argument("needs at least one pipeline stage");
   if (!override.empty()) {
     std::int64_t sum = 0;
@@ -78,10 +81,37 @@ std::vector<std::int64_t> stage_layer_counts(std::int64_t n_layers, int pp, cons
     throw std::invalid_argument("the model has " + std::to_string(n_layers) + " layers, fewer than the " +
                                 std::to_string(pp) + " pipeline stages (each stage needs at least one layer)");
   }
-  std::vector<std::int64_t> stages(static_cast<std::size_t>(pp), n_layers / pp);
-  std::int64_t extra = n_layers % pp;
-  // The last stage also runs the head (the LM head GEMM is the largest), so it gets no extra.
-  for (int s = 0; extra > 0; s = (s + 1) % std::max(1, pp - 1), --extra) ++stages[static_cast<std::size_t>(s)];
+  // Forward FLOPs per token: a layer's GEMMs and attention at max_seq_len, and the LM head on
+  // the last stage (2·V·C, often more than a layer for small models).
+  const double C = static_cast<double>(config.d_model), D = static_cast<double>(config.head_dim());
+  const double q = static_cast<double>(config.n_heads) * D, kv = static_cast<double>(config.n_kv_heads) * D;
+  const double mlp_mats = config.family == model::Family::Llama ? 3.0 : 2.0;
+  const double layer = 2.0 * ((q + 2 * kv) * C + q * C + mlp_mats * C * static_cast<double>(config.d_ff)) +
+                       4.0 * static_cast<double>(config.max_seq_len) * q;
+  const double head = 2.0 * static_cast<double>(config.vocab_size) * C;
+  // The contiguous split minimising the busiest stage (the pipeline runs at its pace); among
+  // equal splits the first found, which puts extra layers early.
+  const auto L = static_cast<std::size_t>(n_layers);
+  const auto P = static_cast<std::size_t>(pp);
+  const double inf = std::numeric_limits<double>::infinity();
+  // best[p][l]: the smallest max-stage cost of layers [0, l) over stages [0, p).
+  std::vector<std::vector<double>> best(P + 1, std::vector<double>(L + 1, inf));
+  std::vector<std::vector<std::size_t>> cut(P + 1, std::vector<std::size_t>(L + 1, 0));
+  best[0][0] = 0.0;
+  for (std::size_t p = 1; p <= P; ++p) {
+    for (std::size_t l = p; l <= L; ++l) {
+      for (std::size_t from = p - 1; from < l; ++from) {
+        const double stage = static_cast<double>(l - from) * layer + (p == P && l == L ? head : 0.0);
+        const double cost = std::max(best[p - 1][from], stage);
+        if (cost < best[p][l] * (1.0 - 1e-12)) {
+          best[p][l] = cost;
+          cut[p][l] = from;
+        }
+      }
+    }
+  }
+  std::vector<std::int64_t> stages(P);
+  for (std::size_t p = P, l = L; p > 0; l = cut[p][l], --p) stages[p - 1] = static_cast<std::int64_t>(l - cut[p][l]);
   return stages;
 }
 
@@ -135,7 +165,7 @@ void Engine::load_weights(const std::string& file) {
 std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend) {
   const launch::ParallelLayout layout = options_.layout;
   const int world = groups_.world_size();
-  const std::vector<std::int64_t> stages = stage_layer_counts(config_.n_layers, layout.pp, options_.stage_layers);
+  const std::vector<std::int64_t> stages = stage_layer_counts(config_, layout.pp, options_.stage_layers);
   constexpr int kTag = 7001;
   if (!leader()) {
     // One copy of each slice is enough: data-parallel rank 0 of each (tp, pp) position sends.

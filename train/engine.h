@@ -54,9 +54,11 @@ struct EngineOptions {
 };
 
 // Layers per pipeline stage: the override when given (must have pp entries >= 1 summing to
-// n_layers), else as even as possible with the extra layers on the earliest stages except
-// the last (which also carries the head). Throws std::invalid_argument.
-std::vector<std::int64_t> stage_layer_counts(std::int64_t n_layers, int pp, const std::vector<std::int64_t>& override);
+// n_layers), else the contiguous split that minimises the busiest stage's forward FLOPs,
+// counting the LM head on the last stage (so small models with large vocabularies give the
+// last stage fewer layers). Throws std::invalid_argument.
+std::vector<std::int64_t> stage_layer_counts(const model::ModelConfig& config, int pp,
+                                             const std::vector<std::int64_t>& override);
 
 // Bytes per rank, reported at start-up.
 struct MemoryReport {
