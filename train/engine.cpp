@@ -58,6 +58,22 @@ std::vector<std::int64_t> checked_stages(const model::ModelConfig& config, const
   return stages;
 }
 
+// Copies between a tp slice and the whole tensor, element by element through the layout's
+// global index: to_whole = true scatters the slice into the whole tensor, false gathers it.
+void copy_slice(const model::ParameterEntry& e, const model::ShardSpec& spec, Tensor slice, Tensor whole,
+                bool to_whole) {
+  float* s = slice.data<float>();
+  float* w = whole.data<float>();
+  for (std::int64_t i = 0; i < e.numel; ++i) {
+    const std::int64_t g = model::global_element_index(e, i, spec.tp_rank, spec.tp_size);
+    if (to_whole) {
+      w[g] = s[i];
+    } else {
+      s[i] = w[g];
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<std::int64_t> stage_layer_counts(const model::ModelConfig& config, int pp,
@@ -117,7 +133,7 @@ std::vector<std::int64_t> stage_layer_counts(const model::ModelConfig& config, i
 
 Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, Backend& backend)
     : config_(config), options_(options), backend_(backend) {
-  const std::vector<std::int64_t> stages = checked_stages(config_, options_);
+  stages_ = checked_stages(config_, options_);
   groups_ = launch::ProcessGroups::build(MPI_COMM_WORLD, options_.layout);
   world_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::World);
   auto make = [&](launch::GroupAxis axis, std::unique_ptr<launch::MpiComm>& mpi,
@@ -130,7 +146,7 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
   make(launch::GroupAxis::Dp, dp_mpi_, dp_comm_);
   make(launch::GroupAxis::Pp, pp_mpi_, pp_comm_);
   pp_ = parallel::PpGroup{pp_comm_.get(), groups_.pp_rank(), groups_.pp_size()};
-  shard_ = shard_for(config_, stages, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
+  shard_ = shard_for(config_, stages_, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
   model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_);
   if (groups_.tp_size() > 1) {
     model_->set_tensor_parallel(parallel::TpGroup{tp_comm_.get(), groups_.tp_rank(), groups_.tp_size()});
@@ -141,6 +157,7 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
                                                        options_.bucket_elements);
     model_->set_grad_ready_hook([this](const model::Transformer::GradRange& r) { reducer_->ready(r); });
   }
+  build_norm_ranges();
 }
 
 Engine::~Engine() = default;
@@ -154,18 +171,13 @@ void Engine::load_weights(const std::string& file) {
   io::load_model_weights(file, whole);
   model::ParameterSet& mine = model_->params();
   for (const model::ParameterEntry& e : mine.entries()) {
-    const Tensor src = whole.params().value(e.name);
-    Tensor dst = mine.value(e);
-    for (std::int64_t i = 0; i < e.numel; ++i) {
-      dst.data<float>()[i] = src.data<float>()[model::global_element_index(e, i, shard_.tp_rank, shard_.tp_size)];
-    }
+    copy_slice(e, shard_, mine.value(e), whole.params().value(e.name), /*to_whole=*/false);
   }
 }
 
 std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend) {
   const launch::ParallelLayout layout = options_.layout;
   const int world = groups_.world_size();
-  const std::vector<std::int64_t> stages = stage_layer_counts(config_, layout.pp, options_.stage_layers);
   constexpr int kTag = 7001;
   if (!leader()) {
     // One copy of each slice is enough: data-parallel rank 0 of each (tp, pp) position sends.
@@ -175,18 +187,14 @@ std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend)
   auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, backend);
   auto place = [&](const model::ParameterSet& from, const model::ShardSpec& spec) {
     for (const model::ParameterEntry& e : from.entries()) {
-      Tensor dst = whole->params().value(e.name);
-      const Tensor src = from.value(e);
-      for (std::int64_t i = 0; i < e.numel; ++i) {
-        dst.data<float>()[model::global_element_index(e, i, spec.tp_rank, spec.tp_size)] = src.data<float>()[i];
-      }
+      copy_slice(e, spec, from.value(e), whole->params().value(e.name), /*to_whole=*/true);
     }
   };
   place(model_->params(), shard_);
   for (int rank = 1; rank < world; ++rank) {
     const launch::RankCoordinates c = launch::coordinates_of(rank, world, layout);
     if (c.dp_rank != 0) continue;
-    const model::ShardSpec spec = shard_for(config_, stages, c.pp_rank, c.tp_rank, layout.tp);
+    const model::ShardSpec spec = shard_for(config_, stages_, c.pp_rank, c.tp_rank, layout.tp);
     model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head), backend);
     world_comm_->recv(slice.values(), rank, kTag);
     place(slice, spec);
@@ -207,6 +215,7 @@ void Engine::make_optimizer(const optim::AdamWConfig& config) {
     tail_optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, dp * zero_shard_, params.numel());
   }
   zero_scratch_ = Tensor::empty({zero_shard_}, DType::F32, backend_.device());
+  build_norm_ranges();
 }
 
 void Engine::zero_grads() { model_->zero_grads(); }
@@ -228,7 +237,8 @@ parallel::PipelineTimes Engine::forward_only(parallel::StageWork& work, int micr
 void Engine::exchange_tied_embedding_grads() {
   if (!tied_copies_ || !(pp_.first() || pp_.last())) return;
   Tensor grad = model_->params().grad("embed.tokens.weight");
-  Tensor other = Tensor::empty(grad.shape(), DType::F32, backend_.device());
+  if (!tied_peer_grad_.defined()) tied_peer_grad_ = Tensor::empty(grad.shape(), DType::F32, backend_.device());
+  Tensor& other = tied_peer_grad_;
   const int peer = pp_.first() ? pp_.size - 1 : 0;
   Request sent = pp_comm_->send_async(grad, peer, 9001);
   pp_comm_->recv(other, peer, 9001);
@@ -275,7 +285,7 @@ double Engine::reduce_gradients() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-double Engine::grad_norm() {
+void Engine::build_norm_ranges() {
   const model::ParameterSet& params = model_->params();
   const parallel::TpGroup& tp = model_->tensor_parallel();
   // The elements this rank counts: all of them on dp rank 0 (plain dp: every dp rank holds the
@@ -290,7 +300,7 @@ double Engine::grad_norm() {
     hi = lo;
   }
   const std::int64_t tail_lo = groups_.dp_size() * zero_shard_;
-  double sum = 0.0;
+  norm_ranges_.clear();
   for (const model::ParameterEntry& e : params.entries()) {
     if (tied_copies_ && !pp_.first() && e.name == "embed.tokens.weight") continue;  // counted on stage 0
     for (const parallel::WeightedRange& w : parallel::tp_norm_weights(e, tp)) {
@@ -298,11 +308,18 @@ double Engine::grad_norm() {
       auto add = [&](std::int64_t from, std::int64_t to) {
         from = std::max(from, e.offset + w.offset);
         to = std::min(to, e.offset + w.offset + w.length);
-        if (from < to) sum += w.weight * backend_.sum_squares(params.grads().view(from, {to - from}));
+        if (from < to) norm_ranges_.push_back(parallel::WeightedRange{from, to - from, w.weight});
       };
       add(lo, hi);
       if (counts_tail) add(tail_lo, params.numel());
     }
+  }
+}
+
+double Engine::grad_norm() {
+  double sum = 0.0;
+  for (const parallel::WeightedRange& r : norm_ranges_) {
+    sum += r.weight * backend_.sum_squares(model_->params().grads().view(r.offset, {r.length}));
   }
   double total[1] = {sum};
   world_comm_->all_reduce_host(total, ReduceOp::Sum);

@@ -132,6 +132,7 @@ class Engine {
 
  private:
   void exchange_tied_embedding_grads();
+  void build_norm_ranges();
   void broadcast_tied_embedding();
 
   model::ModelConfig config_;
@@ -141,12 +142,17 @@ class Engine {
   std::unique_ptr<launch::MpiComm> world_comm_, tp_mpi_, dp_mpi_, pp_mpi_;
   std::unique_ptr<parallel::TimingComm> tp_comm_, dp_comm_, pp_comm_;  // null when the group has one rank
   parallel::PpGroup pp_;
+  std::vector<std::int64_t> stages_;  // layers per pipeline stage
   model::ShardSpec shard_;
   std::unique_ptr<model::Transformer> model_;
   std::unique_ptr<parallel::GradReducer> reducer_;
   std::unique_ptr<optim::AdamW> optimizer_, tail_optimizer_;  // tail: ZeRO-1 elements past dp·shard
   std::int64_t zero_shard_ = 0;                               // ZeRO-1 elements per dp rank
   Tensor zero_scratch_;
+  Tensor tied_peer_grad_;  // the other stage's tied-embedding gradient
+  // Flat-buffer ranges (offset, length, weight) whose squared gradients this rank adds to the
+  // global norm: built at construction, rebuilt by make_optimizer() for the ZeRO-1 shard.
+  std::vector<parallel::WeightedRange> norm_ranges_;
   bool tied_copies_ = false;  // pp > 1 with tied embeddings: first and last stage both hold them
 };
 

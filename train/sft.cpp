@@ -231,6 +231,9 @@ int run_sft(const config::Config& config) {
                              {"documents", val_store->n_documents()},
                              {"tokens", val_store->n_tokens()}};
   }
+  const MemoryReport memory = engine.memory(micro_batches, micro_batch, seq_len);
+  record["layout"]["memory_bytes_rank0"] = {{"parameters", memory.parameters}, {"gradients", memory.gradients},
+                                            {"optimizer", memory.optimizer}, {"activations", memory.activations}};
   // Rank 0 alone writes files and speaks; the other ranks compute and stay quiet.
   std::optional<record::MetricsLog> metrics;
   if (leader) {
@@ -257,7 +260,6 @@ int run_sft(const config::Config& config) {
             << "loom-sft: layout " << engine.describe() << "\n"
             << "loom-sft: writing " << (run_dir / "metrics.jsonl").string() << "\n";
   // Memory per rank, on every rank of a small world (each line says which), else rank 0's.
-  const MemoryReport memory = engine.memory(micro_batches, micro_batch, seq_len);
   if (leader || engine.groups().world_size() <= 8) {
     std::ostringstream line;
     line << "loom-sft: memory of " << engine.groups().describe() << ": parameters " << mib(memory.parameters)
@@ -265,8 +267,6 @@ int run_sft(const config::Config& config) {
          << mib(memory.activations) << ", total " << mib(memory.total()) << "\n";
     std::cerr << line.str();
   }
-  record["layout"]["memory_bytes_rank0"] = {{"parameters", memory.parameters}, {"gradients", memory.gradients},
-                                            {"optimizer", memory.optimizer}, {"activations", memory.activations}};
 
   const std::int64_t eval_every = config.get_int("eval.every");
   const std::int64_t eval_batches = config.get_int("eval.batches");
