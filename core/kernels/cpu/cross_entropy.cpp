@@ -74,8 +74,38 @@ void row_gradient(const float* row, float* drow, std::int64_t v, float lse, floa
   if (target >= 0 && target < v) drow[target] -= g;
 }
 
-// Shared checks of the shard ops: logits [N, Vs], targets [N] i32; returns N.
-std::int64_t check_shard_inputs(const char* op, const Tensor& logits, const Tensor& targets) {
+// The backward both cross-entropies share: dlogits (=|+=) dloss · (softmax - onehot) row by
+// row, with each row's log-sum-exp from lse_of(r, row, v) and targets shifted by
+// vocab_offset (a vocab shard may not hold the target). dlogits must alias logits exactly or
+// not overlap them.
+template <typename LseOf>
+void backward_rows(const char* op, const Tensor& logits, const Tensor& targets, const Tensor& dloss, Tensor& dlogits,
+                   std::int64_t vocab_offset, LseOf lse_of) {
+  const std::int64_t n = rows_of(logits);
+  const std::int64_t v = cols_of(logits);
+  const float* lp = logits.data<float>();
+  float* dp = dlogits.data<float>();
+  const bool aliased = static_cast<const void*>(lp) == static_cast<const void*>(dp);
+  if (!aliased && lp < dp + n * v && dp < lp + n * v) {
+    fail(op, "dlogits " + dlogits.describe() + " partly overlaps logits " + logits.describe() +
+                 "; it must alias them exactly or not at all");
+  }
+  const std::int32_t* tp = targets.data<std::int32_t>();
+  const float* gp = dloss.data<float>();
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
+  for (std::int64_t r = 0; r < n; ++r) {
+    const float* row = lp + r * v;
+    float* drow = dp + r * v;
+    if (tp[r] < 0) {
+      if (aliased) std::fill(drow, drow + v, 0.0f);
+      continue;
+    }
+    row_gradient(row, drow, v, lse_of(r, row, v), gp[r], static_cast<std::int64_t>(tp[r]) - vocab_offset, aliased);
+  }
+}
+
+// Shared checks of the cross-entropy ops: logits [N, V] f32, targets [N] i32; returns N.
+std::int64_t check_ce_inputs(const char* op, const Tensor& logits, const Tensor& targets) {
   require_f32(op, "logits", logits);
   require_i32(op, "targets", targets);
   const std::int64_t n = rows_of(logits);
@@ -87,11 +117,8 @@ std::int64_t check_shard_inputs(const char* op, const Tensor& logits, const Tens
 
 void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) {
   const char* op = "cross_entropy_forward";
-  require_f32(op, "logits", logits);
-  require_i32(op, "targets", targets);
-  const std::int64_t n = rows_of(logits);
+  const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
-  if (targets.numel() != n) fail(op, "targets " + targets.describe() + " must have one entry per row of logits " + logits.describe());
   require_numel(op, "losses", losses, n, "the rows of logits " + logits.describe());
   check_targets(op, targets, v);
   const float* lp = logits.data<float>();
@@ -111,39 +138,19 @@ void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targe
 void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
                                         Tensor& dlogits) {
   const char* op = "cross_entropy_backward";
-  require_f32(op, "logits", logits);
-  require_i32(op, "targets", targets);
-  const std::int64_t n = rows_of(logits);
+  const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
-  if (targets.numel() != n) fail(op, "targets " + targets.describe() + " must have one entry per row of logits " + logits.describe());
   require_numel(op, "dloss", dloss, n, "the rows of logits " + logits.describe());
   require_matrix(op, "dlogits", dlogits, n, v, "logits " + logits.describe());
   check_targets(op, targets, v);
-  const float* lp = logits.data<float>();
-  float* dp = dlogits.data<float>();
-  const bool aliased = static_cast<const void*>(lp) == static_cast<const void*>(dp);
-  if (!aliased && lp < dp + n * v && dp < lp + n * v) {
-    fail(op, "dlogits " + dlogits.describe() + " partly overlaps logits " + logits.describe() +
-                 "; it must alias them exactly or not at all");
-  }
-  const std::int32_t* tp = targets.data<std::int32_t>();
-  const float* gp = dloss.data<float>();
-#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
-  for (std::int64_t r = 0; r < n; ++r) {
-    const float* row = lp + r * v;
-    float* drow = dp + r * v;
-    if (tp[r] < 0) {
-      if (aliased) std::fill(drow, drow + v, 0.0f);
-      continue;
-    }
-    row_gradient(row, drow, v, row_log_sum_exp(row, v), gp[r], tp[r], aliased);
-  }
+  backward_rows(op, logits, targets, dloss, dlogits, 0,
+                [](std::int64_t, const float* row, std::int64_t v) { return row_log_sum_exp(row, v); });
 }
 
 void CpuBackend::cross_entropy_shard_stats(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
                                            Tensor& stats) {
   const char* op = "cross_entropy_shard_stats";
-  const std::int64_t n = check_shard_inputs(op, logits, targets);
+  const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
   require_f32(op, "stats", stats);
   require_numel(op, "stats", stats, n * 3, "[N, 3] for the rows of logits " + logits.describe());
@@ -198,31 +205,14 @@ void CpuBackend::cross_entropy_shard_combine(const Tensor& all_stats, const Tens
 void CpuBackend::cross_entropy_shard_backward(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
                                               const Tensor& lse, const Tensor& dloss, Tensor& dlogits) {
   const char* op = "cross_entropy_shard_backward";
-  const std::int64_t n = check_shard_inputs(op, logits, targets);
+  const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
   require_numel(op, "lse", lse, n, "the rows of logits " + logits.describe());
   require_numel(op, "dloss", dloss, n, "the rows of logits " + logits.describe());
   require_matrix(op, "dlogits", dlogits, n, v, "logits " + logits.describe());
-  const float* lp = logits.data<float>();
-  float* dp = dlogits.data<float>();
-  const bool aliased = static_cast<const void*>(lp) == static_cast<const void*>(dp);
-  if (!aliased && lp < dp + n * v && dp < lp + n * v) {
-    fail(op, "dlogits " + dlogits.describe() + " partly overlaps logits " + logits.describe() +
-                 "; it must alias them exactly or not at all");
-  }
-  const std::int32_t* tp = targets.data<std::int32_t>();
   const float* ls = lse.data<float>();
-  const float* gp = dloss.data<float>();
-#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n * v))
-  for (std::int64_t r = 0; r < n; ++r) {
-    const float* row = lp + r * v;
-    float* drow = dp + r * v;
-    if (tp[r] < 0) {
-      if (aliased) std::fill(drow, drow + v, 0.0f);
-      continue;
-    }
-    row_gradient(row, drow, v, ls[r], gp[r], static_cast<std::int64_t>(tp[r]) - vocab_offset, aliased);
-  }
+  backward_rows(op, logits, targets, dloss, dlogits, vocab_offset,
+                [ls](std::int64_t r, const float*, std::int64_t) { return ls[r]; });
 }
 
 }  // namespace loom::cpu
