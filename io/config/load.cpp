@@ -54,8 +54,9 @@ class YamlApplier {
 
   void walk(const YAML::Node& map, const std::string& prefix) {
     for (auto it = map.begin(); it != map.end(); ++it) {
-      const YAML::Node& key_node = it->first;
-      const YAML::Node& value = it->second;
+      // Copies: yaml-cpp's iterator hands out a temporary pair, so references would dangle.
+      const YAML::Node key_node = it->first;
+      const YAML::Node value = it->second;
       const int line = key_node.Mark().line + 1;
       if (!key_node.IsScalar())
         throw ConfigError(where(line) + ": expected a setting name as the key, found " +
