@@ -22,6 +22,9 @@ void install_stop_handlers() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   for (int signo : {SIGINT, SIGTERM, SIGUSR1}) sigaction(signo, &action, nullptr);
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, which the checkpoint
+  // writer reports like a full disk, instead of killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 
 int stop_requested() { return g_stop_signal.load(); }

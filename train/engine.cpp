@@ -218,6 +218,20 @@ void Engine::make_optimizer(const optim::AdamWConfig& config) {
   build_norm_ranges();
 }
 
+std::vector<Engine::OptimizerPart> Engine::optimizer_parts() {
+  std::vector<OptimizerPart> parts;
+  if (optimizer_) parts.push_back({optimizer_.get(), options_.zero1 && groups_.dp_size() > 1});
+  if (tail_optimizer_) parts.push_back({tail_optimizer_.get(), false});
+  return parts;
+}
+
+void Engine::set_activity_marker(parallel::ActivityMarker* marker) {
+  marker_ = marker;
+  if (tp_comm_) tp_comm_->mark_activity(marker, "tp");
+  if (dp_comm_) dp_comm_->mark_activity(marker, "dp");
+  if (pp_comm_) pp_comm_->mark_activity(marker, "pp");
+}
+
 void Engine::zero_grads() { model_->zero_grads(); }
 
 StepTimes Engine::forward_backward(parallel::StageWork& work, int micro_batches, std::int64_t micro_rows,

@@ -113,8 +113,27 @@ class Engine {
   int reduce_buckets_overlapped() const { return reducer_ ? reducer_->started_early() : 0; }
   void optimizer_step(float lr, float grad_scale);
 
+  // For checkpoints: the optimizers over this rank's flat-buffer ranges (one, or with ZeRO-1
+  // this dp rank's shard plus the shared tail), and whether each is this dp rank's alone.
+  struct OptimizerPart {
+    optim::AdamW* optimizer = nullptr;
+    bool dp_unique = false;  // a ZeRO-1 shard: no other dp rank holds this range
+  };
+  std::vector<OptimizerPart> optimizer_parts();
+  // The last stage's copy of a tied embedding (pp > 1): saved by the first stage only.
+  bool tied_replica(const std::string& name) const {
+    return tied_copies_ && !pp_.first() && name == "embed.tokens.weight";
+  }
+  const model::ModelConfig& config() const { return config_; }
+
   // A few host numbers summed (or max-ed) over the world: every rank gets the same result.
-  void all_reduce_host(std::span<double> values, ReduceOp op) { world_comm_->all_reduce_host(values, op); }
+  void all_reduce_host(std::span<double> values, ReduceOp op) {
+    if (marker_) marker_->begin("world all_reduce");
+    world_comm_->all_reduce_host(values, op);
+    if (marker_) marker_->end();
+  }
+  // Every collective of the engine is marked on `marker` (a hang watchdog), or none (nullptr).
+  void set_activity_marker(parallel::ActivityMarker* marker);
 
   // Needs make_optimizer() first for the optimizer share.
   // Seconds spent in each group's communication since the last reset (every call is timed:
@@ -153,7 +172,8 @@ class Engine {
   // Flat-buffer ranges (offset, length, weight) whose squared gradients this rank adds to the
   // global norm: built at construction, rebuilt by make_optimizer() for the ZeRO-1 shard.
   std::vector<parallel::WeightedRange> norm_ranges_;
-  bool tied_copies_ = false;  // pp > 1 with tied embeddings: first and last stage both hold them
+  bool tied_copies_ = false;
+  parallel::ActivityMarker* marker_ = nullptr;  // pp > 1 with tied embeddings: first and last stage both hold them
 };
 
 }  // namespace loom::train

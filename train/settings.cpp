@@ -72,6 +72,40 @@ void add_train_settings(config::Schema& schema) {
                   "Start from this weights file (a previous run's model.h5) instead of a random init");
   schema.add_int("train.threads", 0, "CPU threads for kernels and GEMM; 0 = all cores", {.min = 0});
   schema.add_int("train.log_every", 10, "Write a metrics line every N steps", {.min = 1});
+  schema.add_string("train.resume", std::string("auto"),
+                    "auto = continue from the newest valid checkpoint under checkpoint.dir if there is one; never = "
+                    "start fresh; or a checkpoint step directory to start from");
+  schema.add_float("train.walltime", 0.0,
+                   "The job's time limit in seconds from start (0 = from $SLURM_JOB_END_TIME or $LOOM_JOB_END_TIME, "
+                   "epoch seconds, when set)", {.min = 0});
+  schema.add_float("train.save_before_walltime", 0.0,
+                   "Checkpoint and exit with code 75 (requeue) this many seconds (plus one step) before the job's "
+                   "time limit; 0 = off", {.min = 0});
+  schema.add_int("train.max_bad_steps", 3,
+                 "Non-finite loss or gradient norm: the step is skipped; after this many in a row, roll back to the "
+                 "last checkpoint and never train on those batches again; 0 = never roll back", {.min = 0});
+  schema.add_float("train.watchdog_timeout", 600.0,
+                   "Abort the job (exit 86) with a report of which ranks were behind when a rank is stuck this many "
+                   "seconds in one collective, I/O call or step; 0 = off", {.min = 0});
+  schema.describe_group("debug", "Fault injection for tests");
+  schema.add_int_list("debug.nan_batches", std::vector<std::int64_t>{},
+                      "Fault injection for tests: the loss of these global batch numbers is made NaN", {.min = 0});
+}
+
+void add_checkpoint_settings(config::Schema& schema) {
+  schema.describe_group("checkpoint", "Sharded step checkpoints (docs/checkpoint-format.md)");
+  schema.add_path("checkpoint.dir", config::unset, "Where checkpoints go; default <run_dir>/checkpoints");
+  schema.add_int("checkpoint.every", 0, "Save every N steps; 0 = only on a stop signal, before the walltime and at the end",
+                 {.min = 0});
+  schema.add_int("checkpoint.keep_last", 3, "Newest checkpoints kept", {.min = 1});
+  schema.add_int("checkpoint.keep_every", 0, "Also keep every checkpoint whose step is a multiple of this; 0 = none",
+                 {.min = 0});
+  schema.add_bool("checkpoint.async", true,
+                  "Write shards on a background thread from a snapshot while training continues");
+  schema.add_bool("checkpoint.at_end", true, "Save a checkpoint when training finishes");
+  schema.add_enum("checkpoint.on_error", std::string("continue"), {"continue", "stop"},
+                  "When a save fails (unwritable directory, full disk): continue training with the previous checkpoint "
+                  "as the newest, or stop (exit 74)");
 }
 
 void add_eval_settings(config::Schema& schema) {

@@ -17,6 +17,7 @@ void add_model_settings(config::Schema& schema);
 void add_data_settings(config::Schema& schema);
 void add_train_settings(config::Schema& schema);
 void add_eval_settings(config::Schema& schema);
+void add_checkpoint_settings(config::Schema& schema);
 // parallel.tp and parallel.pp; the data-parallel size follows from the world size.
 void add_parallel_settings(config::Schema& schema);
 

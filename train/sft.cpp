@@ -1,6 +1,9 @@
 #include "train/sft.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <fstream>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -28,6 +31,10 @@
 #include "train/engine.h"
 #include "train/lm_work.h"
 #include "train/settings.h"
+#include "train/checkpointing.h"
+#include "train/run_control.h"
+#include "launch/watchdog.h"
+#include "io/checkpoint/format.h"
 
 namespace loom::train {
 namespace {
@@ -104,6 +111,24 @@ model::LossSum evaluate(Engine& engine, const std::shared_ptr<const io::TokenSto
   return reduce_loss(engine, total);
 }
 
+// The global batch number the loader serves next: batches of the endless epoch sequence.
+std::int64_t batch_number(const io::DataLoader& loader) {
+  const io::LoaderState at = loader.state();
+  return (at.epoch * loader.samples_per_epoch() + at.cursor) / loader.options().global_batch;
+}
+
+// Keeps the lines of a metrics file whose step is at most `step` (atomically replaced).
+void keep_metrics_through(const std::filesystem::path& file, std::int64_t step) {
+  if (!std::filesystem::exists(file)) return;
+  std::ifstream in(file);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    const auto json = nlohmann::json::parse(line, nullptr, false);
+    if (json.is_discarded() || !json.contains("step") || json["step"].get<std::int64_t>() <= step) kept += line + "\n";
+  }
+  io::ckpt::write_file_atomically(file, kept);
+}
+
 std::string mib(std::int64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1 << 20) << " MiB";
@@ -120,6 +145,7 @@ config::Schema sft_schema() {
   add_train_settings(schema);
   add_eval_settings(schema);
   add_parallel_settings(schema);
+  add_checkpoint_settings(schema);
   return schema;
 }
 
@@ -234,12 +260,49 @@ int run_sft(const config::Config& config) {
   const MemoryReport memory = engine.memory(micro_batches, micro_batch, seq_len);
   record["layout"]["memory_bytes_rank0"] = {{"parameters", memory.parameters}, {"gradients", memory.gradients},
                                             {"optimizer", memory.optimizer}, {"activations", memory.activations}};
+  // Checkpoints, and resuming from one (train.resume): before any file of this run is touched,
+  // so a resumed run continues its metrics instead of starting a new curve.
+  const std::filesystem::path checkpoint_root =
+      config.has_value("checkpoint.dir") ? config.get_path("checkpoint.dir") : run_dir / "checkpoints";
+  CheckpointOptions checkpoint_options;
+  checkpoint_options.root = checkpoint_root;
+  checkpoint_options.retention.keep_last = static_cast<int>(config.get_int("checkpoint.keep_last"));
+  checkpoint_options.retention.keep_every = config.get_int("checkpoint.keep_every");
+  checkpoint_options.async = config.get_bool("checkpoint.async");
+  Checkpointer checkpointer(engine, checkpoint_options,
+                            {{"program", "loom-sft"}, {"config", config.to_json()}, {"layout", record["layout"]},
+                             {"model_config", io::model_config_json(model_config)}});
+  const bool stop_on_save_error = config.get_string("checkpoint.on_error") == "stop";
+  const std::int64_t checkpoint_every = config.get_int("checkpoint.every");
+  TrainState state;
+  bool resumed = false;
+  const std::string resume = config.get_string("train.resume");
+  if (resume != "never") {
+    std::optional<std::filesystem::path> from;
+    if (resume != "auto") from = resume;
+    if (auto loaded = checkpointer.resume(from)) {
+      state = *loaded;
+      loader.restore(state.loader);
+      resumed = true;
+      if (leader) std::cerr << "loom-sft: resumed from " << checkpointer.last_committed()->string() << " at step "
+                            << state.step << " (" << state.tokens << " tokens, data epoch " << std::setprecision(4)
+                            << loader.epoch_progress() << ")\n";
+    } else if (leader && std::filesystem::exists(checkpoint_root)) {
+      std::cerr << "loom-sft: no valid checkpoint in " << checkpoint_root.string() << "; starting from step 0\n";
+    }
+  }
+  record["resumed_from"] = resumed ? nlohmann::json(checkpointer.last_committed()->string()) : nlohmann::json();
+
   // Rank 0 alone writes files and speaks; the other ranks compute and stay quiet.
   std::optional<record::MetricsLog> metrics;
   if (leader) {
-    // A fresh run (no resume yet) in a directory an earlier run used keeps that run's metrics
-    // beside the new ones instead of mixing both curves in one file.
-    if (std::filesystem::exists(run_dir / "metrics.jsonl")) {
+    if (resumed) {
+      // The lines past the checkpoint's step belong to the lost part of the run: the resumed
+      // run writes them again.
+      keep_metrics_through(run_dir / "metrics.jsonl", state.step);
+    } else if (std::filesystem::exists(run_dir / "metrics.jsonl")) {
+      // A fresh run in a directory an earlier run used keeps that run's metrics beside the
+      // new ones instead of mixing both curves in one file.
       std::filesystem::rename(run_dir / "metrics.jsonl", run_dir / "metrics.prev.jsonl");
       std::cerr << "loom-sft: " << run_dir.string()
                 << " held an earlier run: its metrics are now metrics.prev.jsonl\n";
@@ -258,7 +321,8 @@ int run_sft(const config::Config& config) {
             << " sequences of " << seq_len << " per epoch), batch " << batch_size << " x " << seq_len
             << ", micro-batch " << micro_batch << ", " << max_steps << " steps, " << threads << " threads\n"
             << "loom-sft: layout " << engine.describe() << "\n"
-            << "loom-sft: writing " << (run_dir / "metrics.jsonl").string() << "\n";
+            << "loom-sft: writing " << (run_dir / "metrics.jsonl").string() << ", checkpoints in "
+            << checkpoint_root.string() << "\n";
   // Memory per rank, on every rank of a small world (each line says which), else rank 0's.
   if (leader || engine.groups().world_size() <= 8) {
     std::ostringstream line;
@@ -268,31 +332,61 @@ int run_sft(const config::Config& config) {
     std::cerr << line.str();
   }
 
+  launch::Watchdog watchdog(launch::WatchdogOptions{(run_dir / "heartbeats").string(), engine.groups().world_rank(),
+                                                    engine.groups().world_size(),
+                                                    config.get_float("train.watchdog_timeout"), 10.0});
+  if (watchdog.enabled()) engine.set_activity_marker(&watchdog);
+
   const std::int64_t eval_every = config.get_int("eval.every");
   const std::int64_t eval_batches = config.get_int("eval.batches");
   const std::int64_t log_every = config.get_int("train.log_every");
-  const double max_time = config.get_float("train.max_time");
+  const std::int64_t max_bad_steps = config.get_int("train.max_bad_steps");
+  const auto nan_batches = config.get_int_list("debug.nan_batches");
+  const RunControl control(config.get_float("train.max_time"), config.get_float("train.walltime"),
+                           config.get_float("train.save_before_walltime"));
   std::optional<record::Progress> progress;
   if (leader) progress.emplace(max_steps, "sft");
+  if (progress && state.step > 0) progress->update(state.step, {});
 
-  std::optional<double> last_val_loss;
   double last_loss = 0.0;
-  std::int64_t step = 0, skipped_steps = 0, tokens_seen = 0;
-  std::string stopped_by = "max_steps";
-  int stop_signal = 0;
+  std::vector<std::int64_t> bad_batches;  // of the current run of non-finite steps
+  StopDecision stop;
+  int exit_code = kExitOk;
   const auto start = Clock::now();
   auto validate = [&]() {
     if (!val_store) return;
+    launch::Watchdog::Activity activity(watchdog, "validation");
     const model::LossSum val = evaluate(engine, val_store, loader_options, micro_batch, eval_batches);
-    last_val_loss = val.mean();
-    write_metrics({{"step", step}, {"val_loss", *last_val_loss}, {"val_ppl", std::exp(*last_val_loss)},
+    state.val_loss = val.mean();
+    write_metrics({{"step", state.step}, {"val_loss", *state.val_loss}, {"val_ppl", std::exp(*state.val_loss)},
                    {"val_tokens", val.count}, {"elapsed_s", seconds_since(start)}});
+  };
+  auto report_save = [&](const std::optional<SaveReport>& report) {
+    if (!report) return true;
+    nlohmann::json line = {{"step", report->step}, {"checkpoint_ok", report->ok}, {"save_stall_s", report->stall_s},
+                           {"save_write_s", report->write_s}, {"save_bytes", report->bytes}};
+    if (report->ok) line["checkpoint"] = report->dir.string();
+    if (!report->ok) line["checkpoint_error"] = report->error;
+    write_metrics(line);
+    return report->ok;
+  };
+  auto save_now = [&]() {
+    launch::Watchdog::Activity activity(watchdog, "checkpoint save");
+    state.loader = loader.state();
+    checkpointer.save(state, {{"rng", {{"kind", "counter"}, {"seed", seed}, {"step", state.step}}}});
   };
 
   launch::install_stop_handlers();
-  if (config.get_bool("eval.at_start")) validate();
-  while (step < max_steps) {
+  if (config.get_bool("eval.at_start") && !resumed) validate();
+  while (state.step < max_steps) {
     const auto step_start = Clock::now();
+    watchdog.set_step(state.step);
+    // Batches a rollback condemned are passed over, never trained on.
+    while (std::find(state.skip_batches.begin(), state.skip_batches.end(), batch_number(loader)) !=
+           state.skip_batches.end()) {
+      loader.next();
+    }
+    const std::int64_t batch_no = batch_number(loader);
     engine.zero_grads();
     engine.reset_comm_seconds();
     const io::Batch batch = loader.next();
@@ -301,98 +395,144 @@ int run_sft(const config::Config& config) {
     double target_tokens[1] = {engine.groups().tp_rank() == 0 && engine.first_stage()
                                    ? static_cast<double>(batch.target_tokens) : 0.0};
     engine.all_reduce_host(target_tokens, ReduceOp::Sum);
-    const float dloss = target_tokens[0] > 0 ? static_cast<float>(1.0 / target_tokens[0]) : 0.0f;
+    float dloss = target_tokens[0] > 0 ? static_cast<float>(1.0 / target_tokens[0]) : 0.0f;
+    if (std::find(nan_batches.begin(), nan_batches.end(), batch_no) != nan_batches.end()) dloss = NAN;
     LmWork work(batch.ids, batch.targets, micro_batch, dloss);
     const StepTimes times = engine.forward_backward(work, micro_batches, micro_batch, seq_len);
     const double reduce_seconds = engine.reduce_gradients();
     const model::LossSum loss = reduce_loss(engine, work.loss());
     const double norm = engine.grad_norm();
-    const float lr = schedule.at(step);
+    const float lr = schedule.at(state.step);
     const bool finite = std::isfinite(loss.mean()) && std::isfinite(norm);
+    const double stall = checkpointer.before_update();
     if (finite) {
       engine.optimizer_step(lr, optim::clip_scale(norm, grad_clip));
+      bad_batches.clear();
     } else {
-      ++skipped_steps;
+      ++state.skipped_steps;
+      bad_batches.push_back(batch_no);
     }
-    ++step;
+    ++state.step;
     const double step_seconds = seconds_since(step_start);
     const std::int64_t step_tokens = batch.ids.numel() * dp_size;
-    tokens_seen += step_tokens;
+    state.tokens += step_tokens;
     last_loss = loss.mean();
     const double tokens_per_s = static_cast<double>(step_tokens) / step_seconds;
-    if (step % log_every == 0 || step == 1 || step == max_steps) {
-      write_metrics({{"step", step},
+    if (state.step % log_every == 0 || state.step == 1 || state.step == max_steps || !finite) {
+      write_metrics({{"step", state.step},
                      {"loss", last_loss},
                      {"lr", lr},
                      {"grad_norm", norm},
                      {"tokens_per_s", tokens_per_s},
                      {"gflops", flops_per_token * static_cast<double>(step_tokens) / step_seconds / 1e9},
-                     {"tokens", tokens_seen},
+                     {"tokens", state.tokens},
                      {"epoch", loader.epoch_progress()},
-                     {"skipped_steps", skipped_steps},
+                     {"batch", batch_no},
+                     {"skipped_steps", state.skipped_steps},
                      {"bubble", times.pipeline.bubble()},
                      {"pipeline_wait_s", times.pipeline.wait_s},
                      {"reduce_s", reduce_seconds},
                      {"comm_fraction", engine.comm_seconds().total() / step_seconds},
                      {"buckets_overlapped", engine.reduce_buckets_overlapped()},
                      {"buckets", engine.reduce_buckets()},
+                     {"checkpoint_wait_s", stall},
                      {"elapsed_s", seconds_since(start)}});
     }
-    // Ranks must agree on stopping, or the ones that go on wait forever in a collective.
-    double stop[2] = {max_time > 0 && seconds_since(start) >= max_time ? 1.0 : 0.0,
-                      static_cast<double>(launch::stop_requested())};
-    engine.all_reduce_host(stop, ReduceOp::Max);
-    const bool out_of_time = stop[0] != 0;
-    stop_signal = static_cast<int>(stop[1]);
-    if (eval_every > 0 && step % eval_every == 0 && step < max_steps && !out_of_time) validate();
+    if (!report_save(checkpointer.poll()) && stop_on_save_error) {
+      exit_code = kExitCheckpointFailed;
+      break;
+    }
+    // Too many non-finite steps in a row: back to the last checkpoint, those batches condemned.
+    if (max_bad_steps > 0 && static_cast<std::int64_t>(bad_batches.size()) >= max_bad_steps) {
+      report_save(checkpointer.finish());
+      const auto last = checkpointer.last_committed();
+      if (!last) {
+        if (leader) std::cerr << "loom-sft: " << bad_batches.size() << " non-finite steps in a row (batches "
+                              << nlohmann::json(bad_batches).dump() << ") and no checkpoint to roll back to\n";
+        exit_code = kExitNonFinite;
+        break;
+      }
+      TrainState back = *checkpointer.resume(*last);
+      back.skip_batches = state.skip_batches;
+      back.skip_batches.insert(back.skip_batches.end(), bad_batches.begin(), bad_batches.end());
+      back.rollbacks = state.rollbacks + 1;
+      back.skipped_steps = state.skipped_steps;
+      if (leader) std::cerr << "loom-sft: " << bad_batches.size() << " non-finite steps in a row at step " << state.step
+                            << ": rolled back to " << last->string() << " (step " << back.step
+                            << "); batches " << nlohmann::json(bad_batches).dump() << " will be skipped\n";
+      write_metrics({{"step", state.step}, {"rollback_to", back.step}, {"condemned_batches", bad_batches},
+                     {"rollbacks", back.rollbacks}});
+      state = back;
+      loader.restore(state.loader);
+      bad_batches.clear();
+      continue;
+    }
+    stop = control.agree(engine, step_seconds);
+    if (checkpoint_every > 0 && state.step % checkpoint_every == 0 && !stop.stop() && state.step < max_steps) {
+      save_now();
+    }
+    if (eval_every > 0 && state.step % eval_every == 0 && state.step < max_steps && !stop.stop()) validate();
     std::vector<record::Progress::Field> fields = {{"loss", last_loss}, {"tok/s", tokens_per_s}};
-    if (last_val_loss) fields.push_back({"val", *last_val_loss});
-    if (progress) progress->update(step, fields);
-    if (out_of_time) {
-      stopped_by = "max_time";
-      break;
-    }
-    if (stop_signal != 0) {
-      stopped_by = launch::signal_name(stop_signal);
-      break;
-    }
+    if (state.val_loss) fields.push_back({"val", *state.val_loss});
+    if (progress) progress->update(state.step, fields);
+    if (stop.stop()) break;
   }
   if (progress) progress->finish();
-  if (stop_signal == 0) validate();  // a stop request wants the weights saved now
+  if (exit_code == kExitOk && !stop.stop()) {
+    stop.reason = StopReason::MaxSteps;
+    validate();
+  }
+  // A stop request, the walltime or the end of training: the state is saved now, synchronously.
+  if (exit_code == kExitOk && (stop.reason != StopReason::MaxSteps || config.get_bool("checkpoint.at_end"))) {
+    const bool already = checkpointer.last_committed() &&
+                         checkpointer.last_committed()->filename() == io::ckpt::step_dir_name(state.step);
+    if (!already) save_now();
+  }
+  if (!report_save(checkpointer.finish()) && stop_on_save_error && exit_code == kExitOk) {
+    exit_code = kExitCheckpointFailed;
+  }
+  if (exit_code == kExitOk) exit_code = stop.exit_code();
   const double seconds = seconds_since(start);
+  const std::string stopped_by = exit_code == kExitNonFinite           ? "non_finite"
+                                 : exit_code == kExitCheckpointFailed ? "checkpoint_error"
+                                                                      : stop.name();
 
-  nlohmann::json results = {{"steps", step},
+  nlohmann::json results = {{"steps", state.step},
                             {"stopped_by", stopped_by},
-                            {"skipped_steps", skipped_steps},
-                            {"tokens", tokens_seen},
+                            {"exit_code", exit_code},
+                            {"skipped_steps", state.skipped_steps},
+                            {"rollbacks", state.rollbacks},
+                            {"tokens", state.tokens},
                             {"seconds", seconds},
-                            {"tokens_per_s", static_cast<double>(tokens_seen) / seconds},
+                            {"tokens_per_s", static_cast<double>(state.tokens) / seconds},
                             {"final_train_loss", last_loss},
+                            {"checkpoint_stall_s", checkpointer.total_stall_s()},
                             {"finished_at", utc_now()}};
-  if (last_val_loss) {
-    results["val_loss"] = *last_val_loss;
-    results["val_ppl"] = std::exp(*last_val_loss);
+  if (checkpointer.last_committed()) results["checkpoint"] = checkpointer.last_committed()->string();
+  if (state.val_loss) {
+    results["val_loss"] = *state.val_loss;
+    results["val_ppl"] = std::exp(*state.val_loss);
   }
   const auto weights = run_dir / "model.h5";
   // The slices of every (tp, pp) position meet on rank 0, which writes the whole model.
   const std::unique_ptr<model::Transformer> whole = engine.gather_whole_model(*backend);
-  if (!leader) return stop_signal != 0 ? 128 + stop_signal : 0;
-  io::save_model_weights(weights, *whole, {{"step", step}, {"tokens", tokens_seen}, {"run_dir", run_dir.string()},
+  if (!leader) return exit_code;
+  io::save_model_weights(weights, *whole, {{"step", state.step}, {"tokens", state.tokens}, {"run_dir", run_dir.string()},
                                           {"results", results}});
   record["results"] = results;
   record["weights"] = weights.string();
   record::write_run_record(run_dir, record);
 
-  std::cerr << "loom-sft: " << step << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
+  std::cerr << "loom-sft: " << state.step << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
             << stopped_by << "), final train loss " << std::setprecision(4) << last_loss;
-  if (last_val_loss) {
-    std::cerr << ", validation loss " << *last_val_loss << " (perplexity " << std::setprecision(2)
-              << std::exp(*last_val_loss) << ")";
+  if (state.val_loss) {
+    std::cerr << ", validation loss " << *state.val_loss << " (perplexity " << std::setprecision(2)
+              << std::exp(*state.val_loss) << ")";
   }
-  std::cerr << "\nloom-sft: results in " << run_dir.string() << "/ (metrics.jsonl, run.json, model.h5)\n";
-  // Stopped by a signal: the weights are saved, and the exit status still says the run
-  // did not finish (128 + signal, as a shell reports a killed command).
-  return stop_signal != 0 ? 128 + stop_signal : 0;
+  std::cerr << "\nloom-sft: results in " << run_dir.string() << "/ (metrics.jsonl, run.json, model.h5"
+            << (checkpointer.last_committed() ? ", " + checkpointer.last_committed()->string() : std::string()) << ")\n";
+  if (exit_code == kExitRequeue) std::cerr << "loom-sft: exit code 75: checkpointed; requeue the job to continue\n";
+  return exit_code;
 }
 
 }  // namespace loom::train

@@ -156,4 +156,71 @@ std::int64_t global_element_index(const ParameterSpec& spec, std::int64_t local_
                           spec.name + "' " + shape_string(spec.shape));
 }
 
+namespace {
+
+// The global row of local row `row` and whether this tp rank is the one that saves it.
+struct RowPlace {
+  std::int64_t global_row = 0;
+  std::int64_t rows_left = 0;  // local rows from `row` to the end of its section
+  bool owner = true;
+};
+
+RowPlace place_row(const ParameterSpec& spec, std::int64_t row, int tp_rank, int tp_size) {
+  if (tp_size == 1 || spec.split == TpSplit::None || spec.split == TpSplit::Cols) {
+    return RowPlace{row, spec.shape[0] - row, tp_size == 1 || spec.split != TpSplit::None || tp_rank == 0};
+  }
+  std::int64_t local_start = 0, global_start = 0;
+  for (std::size_t i = 0; i < spec.row_sections.size(); ++i) {
+    const std::int64_t section = spec.row_sections[i];
+    const std::int64_t parts = spec.row_section_parts.empty() ? tp_size : spec.row_section_parts[i];
+    const std::int64_t section_local = section / parts;
+    if (row < local_start + section_local) {
+      const std::int64_t part = section_part(parts, tp_rank, tp_size);
+      // The lowest tp rank holding this part saves it.
+      const bool owner = tp_rank == 0 || section_part(parts, tp_rank - 1, tp_size) != part;
+      return RowPlace{global_start + part * section_local + (row - local_start), local_start + section_local - row,
+                      owner};
+    }
+    local_start += section_local;
+    global_start += section;
+  }
+  throw std::out_of_range("slice_boxes: row " + std::to_string(row) + " is outside '" + spec.name + "' " +
+                          shape_string(spec.shape));
+}
+
+}  // namespace
+
+std::vector<SliceBox> slice_boxes(const ParameterSpec& spec, int tp_rank, int tp_size, std::int64_t begin,
+                                  std::int64_t end) {
+  const std::int64_t local_cols = spec.shape.size() > 1 ? spec.shape[1] : 1;
+  const std::int64_t local_rows = spec.shape.empty() ? 1 : spec.shape[0];
+  if (begin < 0 || end > local_rows * local_cols || begin > end) {
+    throw std::out_of_range("slice_boxes: range [" + std::to_string(begin) + ", " + std::to_string(end) +
+                            ") is outside '" + spec.name + "' " + shape_string(spec.shape));
+  }
+  const std::int64_t col_shift =
+      tp_size > 1 && spec.split == TpSplit::Cols ? static_cast<std::int64_t>(tp_rank) * local_cols : 0;
+  std::vector<SliceBox> boxes;
+  std::int64_t at = begin;
+  while (at < end) {
+    const std::int64_t row = at / local_cols, col = at % local_cols;
+    const RowPlace place = place_row(spec, row, tp_rank, tp_size);
+    SliceBox box;
+    box.local_offset = at;
+    box.row0 = place.global_row;
+    box.col0 = col_shift + col;
+    box.tp_owner = place.owner;
+    if (col != 0 || end - at < local_cols) {  // a partial row
+      box.rows = 1;
+      box.cols = std::min(local_cols - col, end - at);
+    } else {  // whole rows, up to the range's last whole row or the section's end
+      box.rows = std::min((end - at) / local_cols, place.rows_left);
+      box.cols = local_cols;
+    }
+    boxes.push_back(box);
+    at += box.numel();
+  }
+  return boxes;
+}
+
 }  // namespace loom::model

@@ -62,4 +62,22 @@ inline std::int64_t section_part(std::int64_t parts, int tp_rank, int tp_size) {
 
 std::int64_t global_element_index(const ParameterSpec& spec, std::int64_t local_index, int tp_rank, int tp_size);
 
+// A rectangle of a global tensor seen as 2-D [rows, cols] (a 1-D tensor of n elements is
+// [n, 1]) that a contiguous run of a tp slice's elements maps to. Checkpoints save and load
+// parameters and optimizer state as such boxes, so any layout can read what another wrote.
+struct SliceBox {
+  std::int64_t local_offset = 0;  // first element of the run in the local slice
+  std::int64_t row0 = 0, rows = 0, col0 = 0, cols = 0;
+  // The one tp rank that saves this box: false on the extra holders of a replicated tensor
+  // (TpSplit::None) or of a replicated kv head (row_section_parts < tp_size).
+  bool tp_owner = true;
+  std::int64_t numel() const { return rows * cols; }
+};
+
+// The boxes covering elements [begin, end) of tp rank `tp_rank`'s slice, in local order: the
+// run is cut at row-section edges, and a run that starts or ends inside a row gives a
+// one-row box for the partial row. The local elements of each box are contiguous.
+std::vector<SliceBox> slice_boxes(const ParameterSpec& spec, int tp_rank, int tp_size, std::int64_t begin,
+                                  std::int64_t end);
+
 }  // namespace loom::model

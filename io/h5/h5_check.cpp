@@ -52,4 +52,9 @@ void throw_error(const char* call, const std::string& context, const char* sourc
   throw std::runtime_error(text);
 }
 
+std::recursive_mutex& global_mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+
 }  // namespace loom::io::h5

@@ -15,6 +15,7 @@
 
 #include <hdf5.h>
 
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -22,6 +23,10 @@ namespace loom::io::h5 {
 
 // Turns off HDF5's automatic error stack printing (once per process).
 void silence_automatic_errors();
+
+// Serialises HDF5 calls between threads (the checkpoint saver's thread and the main thread):
+// Debian's HDF5 is built without its own thread safety. Recursive, so helpers may nest.
+std::recursive_mutex& global_mutex();
 
 [[noreturn]] void throw_error(const char* call, const std::string& context, const char* source_file,
                               int source_line);

@@ -1,0 +1,312 @@
+#include "train/checkpointing.h"
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include "io/record/fingerprint.h"
+#include "io/weights/model_weights.h"
+
+namespace loom::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+io::ckpt::Box to_box(const model::SliceBox& box) { return io::ckpt::Box{box.row0, box.rows, box.col0, box.cols}; }
+
+const char* const kMoments[2] = {"optim/exp_avg/", "optim/exp_avg_sq/"};
+
+// The boxes of entry `e` inside the flat-buffer range [begin, end), or nothing.
+std::vector<model::SliceBox> boxes_in_range(const model::ParameterEntry& e, std::int64_t begin, std::int64_t end,
+                                            int tp_rank, int tp_size) {
+  const std::int64_t lo = std::max(begin, e.offset), hi = std::min(end, e.offset + e.numel);
+  if (lo >= hi) return {};
+  return model::slice_boxes(e, tp_rank, tp_size, lo - e.offset, hi - e.offset);
+}
+
+}  // namespace
+
+nlohmann::json to_json(const TrainState& state) {
+  nlohmann::json loader;
+  io::to_json(loader, state.loader);
+  nlohmann::json json = {{"step", state.step},          {"tokens", state.tokens},
+                         {"skipped_steps", state.skipped_steps}, {"rollbacks", state.rollbacks},
+                         {"loader", loader},            {"skip_batches", state.skip_batches}};
+  if (state.val_loss) json["val_loss"] = *state.val_loss;
+  return json;
+}
+
+TrainState train_state_from_json(const nlohmann::json& json, const std::string& where) {
+  try {
+    TrainState state;
+    state.step = json.at("step").get<std::int64_t>();
+    state.tokens = json.at("tokens").get<std::int64_t>();
+    state.skipped_steps = json.at("skipped_steps").get<std::int64_t>();
+    state.rollbacks = json.value("rollbacks", std::int64_t{0});
+    io::from_json(json.at("loader"), state.loader);
+    state.skip_batches = json.value("skip_batches", std::vector<std::int64_t>{});
+    if (json.contains("val_loss")) state.val_loss = json["val_loss"].get<double>();
+    return state;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(where + ": training state is incomplete: " + e.what());
+  }
+}
+
+Checkpointer::Checkpointer(Engine& engine, CheckpointOptions options, nlohmann::json meta)
+    : engine_(engine), options_(std::move(options)), meta_(std::move(meta)) {
+  // One id per run, the same on every rank, ties each shard to its save.
+  double id[1] = {0.0};
+  if (engine_.leader()) id[0] = static_cast<double>(std::random_device{}() & 0x7fffffffu);
+  engine_.all_reduce_host(id, ReduceOp::Sum);
+  run_id_ = static_cast<std::uint32_t>(id[0]);
+}
+
+Checkpointer::~Checkpointer() {
+  if (saver_.joinable()) saver_.join();
+}
+
+std::vector<io::ckpt::SavePiece> Checkpointer::owned_pieces() {
+  const auto& groups = engine_.groups();
+  const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
+  model::ParameterSet& params = engine_.model().params();
+  std::vector<io::ckpt::SavePiece> pieces;
+  auto add = [&](const std::string& tensor, const model::ParameterEntry& e, const std::vector<model::SliceBox>& boxes,
+                 const float* base) {
+    for (const model::SliceBox& box : boxes) {
+      if (box.tp_owner) pieces.push_back({tensor + e.name, e.global_shape, to_box(box), base + box.local_offset});
+    }
+  };
+  for (const model::ParameterEntry& e : params.entries()) {
+    if (groups.dp_rank() != 0 || engine_.tied_replica(e.name)) continue;
+    add("model/", e, model::slice_boxes(e, tp_rank, tp_size, 0, e.numel), params.values().data<float>() + e.offset);
+  }
+  for (const Engine::OptimizerPart& part : engine_.optimizer_parts()) {
+    if (!part.dp_unique && groups.dp_rank() != 0) continue;
+    optim::AdamW& opt = *part.optimizer;
+    const std::int64_t begin = opt.range_begin(), end = opt.range_end();
+    for (const model::ParameterEntry& e : params.entries()) {
+      if (engine_.tied_replica(e.name)) continue;
+      const auto boxes = boxes_in_range(e, begin, end, tp_rank, tp_size);
+      if (boxes.empty()) continue;
+      // Box offsets are within the entry; the moments start at the range's first element.
+      const std::int64_t shift = e.offset - begin;
+      add(kMoments[0], e, boxes, opt.exp_avg().data<float>() + shift);
+      add(kMoments[1], e, boxes, opt.exp_avg_sq().data<float>() + shift);
+    }
+  }
+  return pieces;
+}
+
+void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
+  const nlohmann::json& index = reader.index();
+  const nlohmann::json ours = io::model_config_json(engine_.config());
+  if (index.contains("model_config") && index["model_config"] != ours) {
+    for (const auto& [key, value] : ours.items()) {
+      if (index["model_config"].value(key, nlohmann::json()) != value) {
+        throw std::runtime_error(reader.dir().string() + ": the checkpoint's model has " + key + " = " +
+                                 index["model_config"].value(key, nlohmann::json()).dump() + " but this run's has " +
+                                 value.dump() + " (model.* settings must match the checkpoint)");
+      }
+    }
+  }
+  const auto& groups = engine_.groups();
+  const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
+  model::ParameterSet& params = engine_.model().params();
+  for (const model::ParameterEntry& e : params.entries()) {
+    float* base = params.values().data<float>() + e.offset;
+    for (const model::SliceBox& box : model::slice_boxes(e, tp_rank, tp_size, 0, e.numel)) {
+      reader.read("model/" + e.name, to_box(box), base + box.local_offset);
+    }
+  }
+  const std::int64_t optimizer_steps = index.at("state").value("optimizer_steps", std::int64_t{0});
+  for (const Engine::OptimizerPart& part : engine_.optimizer_parts()) {
+    optim::AdamW& opt = *part.optimizer;
+    const std::int64_t begin = opt.range_begin(), end = opt.range_end();
+    for (const model::ParameterEntry& e : params.entries()) {
+      const auto boxes = boxes_in_range(e, begin, end, tp_rank, tp_size);
+      const std::int64_t shift = e.offset - begin;
+      for (const model::SliceBox& box : boxes) {
+        reader.read(kMoments[0] + e.name, to_box(box), opt.exp_avg().data<float>() + shift + box.local_offset);
+        reader.read(kMoments[1] + e.name, to_box(box), opt.exp_avg_sq().data<float>() + shift + box.local_offset);
+      }
+    }
+    opt.set_steps_taken(optimizer_steps);
+  }
+}
+
+void Checkpointer::run_saver() {
+  const auto start = Clock::now();
+  try {
+    std::filesystem::create_directories(shard_.dir);
+    if (options_.async) {
+      std::int64_t total = 0;
+      for (const auto& piece : shard_.pieces) total += piece.box.numel();
+      if (static_cast<std::int64_t>(snapshot_.size()) < total) snapshot_.resize(static_cast<std::size_t>(total));
+      float* at = snapshot_.data();
+      for (auto& piece : shard_.pieces) {
+        std::memcpy(at, piece.data, static_cast<std::size_t>(piece.box.numel()) * sizeof(float));
+        piece.data = at;
+        at += piece.box.numel();
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      snapshot_done_ = true;
+    }
+    snapshot_cv_.notify_all();
+    saver_copy_s_ = since(start);
+    saver_times_ = io::ckpt::write_shard(shard_);
+    saver_state_ = 1;
+  } catch (const std::exception& e) {
+    saver_error_ = e.what();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      snapshot_done_ = true;
+    }
+    snapshot_cv_.notify_all();
+    saver_state_ = 2;
+  }
+}
+
+void Checkpointer::save(const TrainState& state, const nlohmann::json& rank_state) {
+  if (pending_) finish();
+  const auto start = Clock::now();
+  const std::string save_id = record::hex64(run_id_).substr(8) + "-" + std::to_string(state.step);
+  shard_ = io::ckpt::ShardWrite{io::ckpt::temporary_dir(options_.root, state.step, save_id),
+                                engine_.groups().world_rank(), state.step, save_id, owned_pieces(), rank_state};
+  pending_state_ = to_json(state);
+  const auto parts = engine_.optimizer_parts();
+  pending_state_["optimizer_steps"] = parts.empty() ? 0 : parts.front().optimizer->steps_taken();
+  report_ = SaveReport{};
+  report_.step = state.step;
+  snapshot_done_ = false;
+  saver_state_ = 0;
+  saver_error_.clear();
+  saver_times_ = {};
+  pending_ = true;
+  if (options_.async) {
+    saver_ = std::thread([this] { run_saver(); });
+  } else {
+    run_saver();
+  }
+  report_.stall_s += since(start);
+}
+
+double Checkpointer::before_update() {
+  if (!pending_ || !options_.async) return 0.0;
+  const auto start = Clock::now();
+  std::unique_lock<std::mutex> lock(mutex_);
+  snapshot_cv_.wait(lock, [this] { return snapshot_done_; });
+  const double waited = since(start);
+  report_.stall_s += waited;
+  return waited;
+}
+
+std::optional<SaveReport> Checkpointer::poll() {
+  if (!pending_) return std::nullopt;
+  double flags[1] = {saver_state_ == 0 ? 1.0 : 0.0};
+  engine_.all_reduce_host(flags, ReduceOp::Max);
+  if (flags[0] != 0) return std::nullopt;
+  return complete();
+}
+
+std::optional<SaveReport> Checkpointer::finish() {
+  if (!pending_) return std::nullopt;
+  const auto start = Clock::now();
+  if (saver_.joinable()) saver_.join();
+  report_.stall_s += since(start);
+  return complete();
+}
+
+std::optional<SaveReport> Checkpointer::complete() {
+  if (saver_.joinable()) saver_.join();
+  const auto& groups = engine_.groups();
+  const int world = groups.world_size(), rank = groups.world_rank();
+  // Which ranks failed, and the bytes written: one reduction.
+  std::vector<double> values(static_cast<std::size_t>(world) + 1, 0.0);
+  if (saver_state_ == 2) values[static_cast<std::size_t>(rank)] = 1.0;
+  values[static_cast<std::size_t>(world)] = static_cast<double>(saver_times_.bytes);
+  engine_.all_reduce_host(values, ReduceOp::Sum);
+  report_.bytes = static_cast<std::int64_t>(values[static_cast<std::size_t>(world)]);
+  report_.write_s = saver_copy_s_ + saver_times_.write_s + saver_times_.sync_s + saver_times_.verify_s;
+  std::ostringstream failed;
+  for (int r = 0; r < world; ++r) {
+    if (values[static_cast<std::size_t>(r)] != 0) failed << (failed.tellp() > 0 ? ", " : "") << r;
+  }
+  std::string error;
+  if (saver_state_ == 2) {
+    std::cerr << "loom: checkpoint of step " << report_.step << " failed on rank " << rank << ": " << saver_error_ << "\n";
+  }
+  if (!failed.str().empty()) {
+    error = "rank(s) " + failed.str() + " could not write their shard" +
+            (saver_state_ == 2 ? ": " + saver_error_ : " (their messages are on stderr)");
+  } else if (engine_.leader()) {
+    try {
+      nlohmann::json meta = meta_;
+      meta["state"] = pending_state_;
+      io::ckpt::CommitRequest request{options_.root, shard_.dir, report_.step, world, shard_.save_id, meta};
+      report_.dir = io::ckpt::commit_checkpoint(request, options_.retention);
+    } catch (const std::exception& e) {
+      error = std::string("commit failed: ") + e.what();
+    }
+  }
+  double commit_failed[1] = {error.empty() ? 0.0 : 1.0};
+  engine_.all_reduce_host(commit_failed, ReduceOp::Max);
+  report_.ok = commit_failed[0] == 0;
+  if (!report_.ok) {
+    if (error.empty()) error = "commit failed on rank 0 (its message is on stderr)";
+    report_.error = error;
+    if (engine_.leader()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(shard_.dir, ignored);
+      std::cerr << "loom: checkpoint of step " << report_.step << " was not committed: " << error << "; "
+                << (last_committed_ ? last_committed_->string() + " stays the newest" : std::string("no checkpoint exists yet"))
+                << "\n";
+    }
+  } else {
+    report_.dir = options_.root / io::ckpt::step_dir_name(report_.step);
+    last_committed_ = report_.dir;
+  }
+  pending_ = false;
+  total_stall_s_ += report_.stall_s;
+  return report_;
+}
+
+std::optional<TrainState> Checkpointer::resume(const std::optional<std::filesystem::path>& dir) {
+  const auto& groups = engine_.groups();
+  if (engine_.leader() && !dir) {
+    try {
+      for (const auto& removed : io::ckpt::prune(options_.root, options_.retention, true)) {
+        std::cerr << "loom: removed " << removed.string() << " (a save that never committed)\n";
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "loom: could not clean " << options_.root.string() << ": " << e.what() << "\n";
+    }
+  }
+  std::vector<std::filesystem::path> candidates = dir ? std::vector<std::filesystem::path>{*dir}
+                                                      : io::ckpt::list_checkpoints(options_.root);
+  for (const auto& candidate : candidates) {
+    const auto problems = io::ckpt::verify_checkpoint(candidate, groups.world_rank(), groups.world_size());
+    for (const auto& problem : problems) std::cerr << "loom: checkpoint problem: " << problem << "\n";
+    double bad[1] = {static_cast<double>(problems.size())};
+    engine_.all_reduce_host(bad, ReduceOp::Sum);
+    if (bad[0] != 0) {
+      if (dir) throw std::runtime_error(candidate.string() + ": checkpoint does not verify (problems above)");
+      if (engine_.leader()) {
+        std::cerr << "loom: skipping " << candidate.string() << ": " << static_cast<long long>(bad[0])
+                  << " problem(s) (above); trying an older checkpoint\n";
+      }
+      continue;
+    }
+    io::ckpt::CheckpointReader reader(candidate);
+    load(reader);
+    last_committed_ = candidate;
+    return train_state_from_json(reader.index().at("state"), (candidate / io::ckpt::kIndexFile).string());
+  }
+  return std::nullopt;
+}
+
+}  // namespace loom::train
