@@ -90,6 +90,11 @@ void add_train_settings(config::Schema& schema) {
   schema.describe_group("debug", "Fault injection for tests");
   schema.add_int_list("debug.nan_batches", std::vector<std::int64_t>{},
                       "Fault injection for tests: the loss of these global batch numbers is made NaN", {.min = 0});
+  schema.add_int("debug.sleep_rank", -1, "Fault injection for tests: this world rank sleeps (a hung rank); -1 = none",
+                 {.min = -1});
+  schema.add_int("debug.sleep_at_step", 0, "Fault injection for tests: the step at which debug.sleep_rank sleeps",
+                 {.min = 0});
+  schema.add_float("debug.sleep_seconds", 0.0, "Fault injection for tests: how long debug.sleep_rank sleeps", {.min = 0});
 }
 
 void add_checkpoint_settings(config::Schema& schema) {

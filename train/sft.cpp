@@ -342,6 +342,9 @@ int run_sft(const config::Config& config) {
   const std::int64_t log_every = config.get_int("train.log_every");
   const std::int64_t max_bad_steps = config.get_int("train.max_bad_steps");
   const auto nan_batches = config.get_int_list("debug.nan_batches");
+  const std::int64_t sleep_rank = config.get_int("debug.sleep_rank");
+  const std::int64_t sleep_at_step = config.get_int("debug.sleep_at_step");
+  const double sleep_seconds = config.get_float("debug.sleep_seconds");
   const RunControl control(config.get_float("train.max_time"), config.get_float("train.walltime"),
                            config.get_float("train.save_before_walltime"));
   std::optional<record::Progress> progress;
@@ -387,6 +390,10 @@ int run_sft(const config::Config& config) {
       loader.next();
     }
     const std::int64_t batch_no = batch_number(loader);
+    if (sleep_rank == engine.groups().world_rank() && state.step == sleep_at_step) {
+      launch::Watchdog::Activity activity(watchdog, "debug sleep");
+      std::this_thread::sleep_for(std::chrono::duration<double>(sleep_seconds));
+    }
     engine.zero_grads();
     engine.reset_comm_seconds();
     const io::Batch batch = loader.next();
