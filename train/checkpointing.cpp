@@ -1,5 +1,9 @@
 #include "train/checkpointing.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -62,6 +66,12 @@ Checkpointer::Checkpointer(Engine& engine, CheckpointOptions options, nlohmann::
   if (engine_.leader()) id[0] = static_cast<double>(std::random_device{}() & 0x7fffffffu);
   engine_.all_reduce_host(id, ReduceOp::Sum);
   run_id_ = static_cast<std::uint32_t>(id[0]);
+  if (options_.async) {
+    // The snapshot buffer is allocated and touched now, not in the first save's stall.
+    std::int64_t total = 0;
+    for (const auto& piece : owned_pieces()) total += piece.box.numel();
+    snapshot_.assign(static_cast<std::size_t>(total), 0.0f);
+  }
 }
 
 Checkpointer::~Checkpointer() {
@@ -100,10 +110,13 @@ std::vector<io::ckpt::SavePiece> Checkpointer::owned_pieces() {
   return pieces;
 }
 
-void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
+void Checkpointer::check_model(const io::ckpt::CheckpointReader& reader) const {
   const nlohmann::json& index = reader.index();
   const nlohmann::json ours = io::model_config_json(engine_.config());
-  if (index.contains("model_config") && index["model_config"] != ours) {
+  if (!index.contains("model_config") || !index["model_config"].is_object()) {
+    throw std::runtime_error(reader.dir().string() + ": the checkpoint records no model_config to check against");
+  }
+  if (index["model_config"] != ours) {
     for (const auto& [key, value] : ours.items()) {
       if (index["model_config"].value(key, nlohmann::json()) != value) {
         throw std::runtime_error(reader.dir().string() + ": the checkpoint's model has " + key + " = " +
@@ -112,6 +125,10 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
       }
     }
   }
+}
+
+void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
+  const nlohmann::json& index = reader.index();
   const auto& groups = engine_.groups();
   const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
   model::ParameterSet& params = engine_.model().params();
@@ -139,6 +156,8 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
 
 void Checkpointer::run_saver() {
   const auto start = Clock::now();
+  // A background save yields the cores to training: it only needs to finish before the next.
+  if (options_.async) setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
   try {
     std::filesystem::create_directories(shard_.dir);
     if (options_.async) {
@@ -172,8 +191,8 @@ void Checkpointer::run_saver() {
 }
 
 void Checkpointer::save(const TrainState& state, const nlohmann::json& rank_state) {
+  const auto start = Clock::now();  // waiting here for the previous save is this save's stall
   if (pending_) finish();
-  const auto start = Clock::now();
   const std::string save_id = record::hex64(run_id_).substr(8) + "-" + std::to_string(state.step);
   shard_ = io::ckpt::ShardWrite{io::ckpt::temporary_dir(options_.root, state.step, save_id),
                                 engine_.groups().world_rank(), state.step, save_id, owned_pieces(), rank_state};
@@ -182,6 +201,7 @@ void Checkpointer::save(const TrainState& state, const nlohmann::json& rank_stat
   pending_state_["optimizer_steps"] = parts.empty() ? 0 : parts.front().optimizer->steps_taken();
   report_ = SaveReport{};
   report_.step = state.step;
+  report_.stall_s = since(start);
   snapshot_done_ = false;
   saver_state_ = 0;
   saver_error_.clear();
@@ -192,7 +212,7 @@ void Checkpointer::save(const TrainState& state, const nlohmann::json& rank_stat
   } else {
     run_saver();
   }
-  report_.stall_s += since(start);
+  report_.stall_s = since(start);
 }
 
 double Checkpointer::before_update() {
@@ -215,9 +235,7 @@ std::optional<SaveReport> Checkpointer::poll() {
 
 std::optional<SaveReport> Checkpointer::finish() {
   if (!pending_) return std::nullopt;
-  const auto start = Clock::now();
   if (saver_.joinable()) saver_.join();
-  report_.stall_s += since(start);
   return complete();
 }
 
@@ -232,6 +250,10 @@ std::optional<SaveReport> Checkpointer::complete() {
   engine_.all_reduce_host(values, ReduceOp::Sum);
   report_.bytes = static_cast<std::int64_t>(values[static_cast<std::size_t>(world)]);
   report_.write_s = saver_copy_s_ + saver_times_.write_s + saver_times_.sync_s + saver_times_.verify_s;
+  report_.copy_s = saver_copy_s_;
+  report_.hdf5_write_s = saver_times_.write_s;
+  report_.fsync_s = saver_times_.sync_s;
+  report_.verify_s = saver_times_.verify_s;
   std::ostringstream failed;
   for (int r = 0; r < world; ++r) {
     if (values[static_cast<std::size_t>(r)] != 0) failed << (failed.tellp() > 0 ? ", " : "") << r;
@@ -248,7 +270,9 @@ std::optional<SaveReport> Checkpointer::complete() {
       nlohmann::json meta = meta_;
       meta["state"] = pending_state_;
       io::ckpt::CommitRequest request{options_.root, shard_.dir, report_.step, world, shard_.save_id, meta};
+      const auto commit_start = Clock::now();
       report_.dir = io::ckpt::commit_checkpoint(request, options_.retention);
+      report_.commit_s = since(commit_start);
     } catch (const std::exception& e) {
       error = std::string("commit failed: ") + e.what();
     }
@@ -289,7 +313,27 @@ std::optional<TrainState> Checkpointer::resume(const std::optional<std::filesyst
   std::vector<std::filesystem::path> candidates = dir ? std::vector<std::filesystem::path>{*dir}
                                                       : io::ckpt::list_checkpoints(options_.root);
   for (const auto& candidate : candidates) {
-    const auto problems = io::ckpt::verify_checkpoint(candidate, groups.world_rank(), groups.world_size());
+    // Load first, checking checksums on the way (a resume in the saving layout reads each
+    // piece once), then verify what this rank's share still needs; every rank's problems are
+    // counted before the checkpoint is accepted. A rejected one is overwritten by the next.
+    std::vector<std::string> problems;
+    std::optional<io::ckpt::CheckpointReader> reader;
+    try {
+      reader.emplace(candidate);
+    } catch (const std::exception& e) {
+      problems.push_back(e.what());
+    }
+    if (reader) {
+      check_model(*reader);  // another model is a configuration error, not a damaged checkpoint
+      try {
+        load(*reader);
+      } catch (const std::exception& e) {
+        problems.push_back(e.what());
+      }
+    }
+    if (reader) {
+      for (auto& problem : reader->verify_rest(groups.world_rank(), groups.world_size())) problems.push_back(std::move(problem));
+    }
     for (const auto& problem : problems) std::cerr << "loom: checkpoint problem: " << problem << "\n";
     double bad[1] = {static_cast<double>(problems.size())};
     engine_.all_reduce_host(bad, ReduceOp::Sum);
@@ -301,10 +345,8 @@ std::optional<TrainState> Checkpointer::resume(const std::optional<std::filesyst
       }
       continue;
     }
-    io::ckpt::CheckpointReader reader(candidate);
-    load(reader);
     last_committed_ = candidate;
-    return train_state_from_json(reader.index().at("state"), (candidate / io::ckpt::kIndexFile).string());
+    return train_state_from_json(reader->index().at("state"), (candidate / io::ckpt::kIndexFile).string());
   }
   return std::nullopt;
 }

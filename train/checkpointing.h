@@ -61,7 +61,8 @@ struct SaveReport {
   std::int64_t step = 0;
   std::filesystem::path dir;
   double stall_s = 0;    // main thread blocked by this save
-  double write_s = 0;    // copy + write + fsync + verify of rank 0's shard (a synchronous save's stall)
+  double write_s = 0;    // copy + write + fsync + verify of this rank's shard (a synchronous save's stall)
+  double copy_s = 0, hdf5_write_s = 0, fsync_s = 0, verify_s = 0, commit_s = 0;  // its parts (commit: rank 0)
   std::int64_t bytes = 0;  // all ranks' shards
   bool ok = false;
   std::string error;       // when !ok: the first failure (rank and message)
@@ -97,6 +98,8 @@ class Checkpointer {
 
  private:
   std::vector<io::ckpt::SavePiece> owned_pieces();
+  // Throws std::runtime_error naming the first model.* field that differs from the checkpoint's.
+  void check_model(const io::ckpt::CheckpointReader& reader) const;
   void load(io::ckpt::CheckpointReader& reader);
   void run_saver();
   std::optional<SaveReport> complete();

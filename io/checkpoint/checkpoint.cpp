@@ -184,14 +184,13 @@ nlohmann::json read_index(const std::filesystem::path& dir) {
   return index;
 }
 
-std::vector<std::string> verify_checkpoint(const std::filesystem::path& dir, int part, int parts) {
+namespace {
+
+// The problems of the shards at positions ≡ part (mod parts) of the index, skipping pieces in
+// `skip` (already verified).
+std::vector<std::string> verify_shards(const std::filesystem::path& dir, const nlohmann::json& index, ShardReader& reader,
+                                       int part, int parts, const std::set<std::pair<std::string, std::string>>& skip) {
   std::vector<std::string> problems;
-  nlohmann::json index;
-  try {
-    index = read_index(dir);
-  } catch (const std::exception& e) {
-    return {e.what()};
-  }
   const std::int64_t step = index["step"].get<std::int64_t>();
   const std::string save_id = index["save_id"].get<std::string>();
   std::map<std::string, std::vector<StoredPiece>> by_file;
@@ -201,7 +200,6 @@ std::vector<std::string> verify_checkpoint(const std::filesystem::path& dir, int
       by_file[piece.file].push_back(std::move(piece));
     }
   }
-  ShardReader reader(dir);
   int position = 0;
   for (const auto& [file, pieces] : by_file) {
     if (position++ % parts != part) continue;
@@ -212,13 +210,32 @@ std::vector<std::string> verify_checkpoint(const std::filesystem::path& dir, int
                            ", save " + file_id + "; the index expects step " + std::to_string(step) + ", save " + save_id + ")");
         continue;
       }
-      for (const StoredPiece& piece : pieces) reader.read_checked(piece);
+      for (const StoredPiece& piece : pieces) {
+        if (!skip.count({piece.file, piece.dataset})) reader.verify_piece(piece);
+      }
     } catch (const std::exception& e) {
       problems.push_back(e.what());
     }
   }
   if (part == 0 && !std::filesystem::exists(dir / kViewFile)) problems.push_back((dir / kViewFile).string() + ": view file is missing");
   return problems;
+}
+
+}  // namespace
+
+std::vector<std::string> verify_checkpoint(const std::filesystem::path& dir, int part, int parts) {
+  nlohmann::json index;
+  try {
+    index = read_index(dir);
+  } catch (const std::exception& e) {
+    return {e.what()};
+  }
+  ShardReader reader(dir);
+  return verify_shards(dir, index, reader, part, parts, {});
+}
+
+std::vector<std::string> CheckpointReader::verify_rest(int part, int parts) {
+  return verify_shards(dir_, index_, shards_, part, parts, checked_);
 }
 
 CheckpointReader::CheckpointReader(const std::filesystem::path& dir) : dir_(dir), index_(read_index(dir)), shards_(dir) {
@@ -241,6 +258,14 @@ void CheckpointReader::read(const std::string& tensor, const Box& box, float* ou
                              " does not contain the requested box (is the model config the same?)");
   }
   std::int64_t covered = 0;
+  for (const StoredPiece& piece : it->second) {
+    if (piece.box == box) {
+      shards_.read_into(piece, box, out);
+      shards_.check_data(piece, out);
+      checked_.insert({piece.file, piece.dataset});
+      return;
+    }
+  }
   for (const StoredPiece& piece : it->second) {
     if (const auto common = intersect(piece.box, box)) {
       shards_.read_into(piece, box, out);

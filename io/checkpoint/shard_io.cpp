@@ -93,7 +93,7 @@ ShardTimes write_shard(const ShardWrite& shard) {
     times.sync_s = since(start);
     start = Clock::now();
     ShardReader reader(shard.dir);
-    for (const StoredPiece& piece : stored) reader.read_checked(piece);
+    for (const StoredPiece& piece : stored) reader.verify_piece(piece);
     const auto identity = reader.shard_identity(file_name);
     if (identity.first != shard.step || identity.second != shard.save_id) {
       throw std::runtime_error(ctx + ": read back a different step or save id than was written");
@@ -134,6 +134,10 @@ void ShardReader::read_into(const StoredPiece& piece, const Box& want, float* ou
       (two_d && dims[1] != hsize_t(piece.box.cols))) {
     throw std::runtime_error(ctx + ": dataset " + piece.dataset + " does not have the shape the index records");
   }
+  if (piece.box == want) {  // the whole piece: one plain read, no selections
+    H5_CHECK(H5Dread(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), ctx);
+    return;
+  }
   const hsize_t src_start[2] = {hsize_t(common->row0 - piece.box.row0), hsize_t(common->col0 - piece.box.col0)};
   const hsize_t count[2] = {hsize_t(common->rows), hsize_t(common->cols)};
   H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, src_start, nullptr, count, nullptr), ctx);
@@ -149,16 +153,22 @@ void ShardReader::read_into(const StoredPiece& piece, const Box& want, float* ou
   H5_CHECK(H5Dread(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, out), ctx);
 }
 
-std::vector<float> ShardReader::read_checked(const StoredPiece& piece) {
-  std::vector<float> data(static_cast<std::size_t>(piece.box.numel()));
-  read_into(piece, piece.box, data.data());
-  const std::uint64_t got = checksum(data.data(), piece.box.numel());
+void ShardReader::verify_piece(const StoredPiece& piece) {
+  if (scratch_size_ < piece.box.numel()) {
+    scratch_ = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(piece.box.numel()));
+    scratch_size_ = piece.box.numel();
+  }
+  read_into(piece, piece.box, scratch_.get());
+  check_data(piece, scratch_.get());
+}
+
+void ShardReader::check_data(const StoredPiece& piece, const float* data) const {
+  const std::uint64_t got = checksum(data, piece.box.numel());
   if (got != piece.xxh64) {
     throw std::runtime_error((dir_ / piece.file).string() + ": tensor " + piece.tensor + " piece " + piece.dataset +
                              " fails its checksum (index " + record::hex64(piece.xxh64) + ", file " +
                              record::hex64(got) + "): the shard is corrupt");
   }
-  return data;
 }
 
 std::pair<std::int64_t, std::string> ShardReader::shard_identity(const std::string& name) {

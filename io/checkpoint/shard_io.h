@@ -55,8 +55,11 @@ class ShardReader {
   // Reads the part of `piece` inside `want` into `out`, a row-major [want.rows, want.cols]
   // buffer (only the intersection is written).
   void read_into(const StoredPiece& piece, const Box& want, float* out);
-  // The whole piece, checked against its XXH64; throws naming the file and the tensor.
-  std::vector<float> read_checked(const StoredPiece& piece);
+  // Reads the whole piece into a reused scratch buffer and checks its XXH64; throws naming
+  // the file and the tensor.
+  void verify_piece(const StoredPiece& piece);
+  // Checks data already read (the whole piece, e.g. straight into a model) against its XXH64.
+  void check_data(const StoredPiece& piece, const float* data) const;
   // The root attributes "step" and "save_id" of a shard file.
   std::pair<std::int64_t, std::string> shard_identity(const std::string& file);
 
@@ -64,6 +67,8 @@ class ShardReader {
   hid_t file(const std::string& name);
   std::filesystem::path dir_;
   std::map<std::string, h5::H5Handle> files_;
+  std::unique_ptr<float[]> scratch_;
+  std::int64_t scratch_size_ = 0;
 };
 
 }  // namespace loom::io::ckpt
