@@ -71,6 +71,7 @@ struct Options {
   std::int64_t rows = 4, seq = 64;
   int steps = 3;
   int layers = 12;
+  bool keep = false;
 };
 
 }  // namespace
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
   app.add_option("--rows", o.rows, "sequences per step (per data-parallel rank)")->capture_default_str();
   app.add_option("--seq", o.seq, "sequence length")->capture_default_str();
   app.add_option("--steps", o.steps, "timed steps without and with a save in flight")->capture_default_str();
+  app.add_flag("--keep", o.keep, "keep the checkpoints written (for loom-ckpt verify or a profiler)");
   app.add_option("--layers", o.layers, "transformer layers (12 = GPT-2 124M; fewer for a quick check)")->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -158,9 +160,6 @@ int main(int argc, char** argv) {
       dd_write_s = timed_shell("dd if=/dev/zero of=" + file + " bs=16M count=" + std::to_string(blocks) +
                                " conv=fsync status=none");
       dd_read_s = timed_shell("dd if=" + file + " of=/dev/null bs=16M status=none");
-      cold = drop_page_cache();
-      if (cold) dd_cold_read_s = timed_shell("dd if=" + file + " of=/dev/null bs=16M status=none");
-      fs::remove(file);
     }
     engine.world().barrier();
 
@@ -173,6 +172,12 @@ int main(int argc, char** argv) {
     load_s = slowest[0];
     if (!loaded || loaded->step != 1) throw std::runtime_error("resume did not return the saved step");
     // The same from the disk, when the page cache can be emptied.
+    if (leader) {
+      const std::string file = (fs::path(o.dir) / "dd.bin").string();
+      cold = drop_page_cache();
+      if (cold) dd_cold_read_s = timed_shell("dd if=" + file + " of=/dev/null bs=16M status=none");
+      fs::remove(file);
+    }
     double cold_load_s = 0;
     double dropped[1] = {leader && cold && drop_page_cache() ? 1.0 : 0.0};
     engine.all_reduce_host(dropped, ReduceOp::Max);
@@ -245,7 +250,7 @@ int main(int argc, char** argv) {
           {"seq", o.seq},
           {"threads", o.threads}};
       std::cout << out.dump(2) << std::endl;
-      fs::remove_all(o.dir);
+      if (!o.keep) fs::remove_all(o.dir);
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "bench-checkpoint: [rank %d] %s\n", runtime.world_rank(), error.what());

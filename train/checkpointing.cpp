@@ -132,10 +132,11 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
   const auto& groups = engine_.groups();
   const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
   model::ParameterSet& params = engine_.model().params();
+  std::vector<io::ckpt::ReadRequest> requests;
   for (const model::ParameterEntry& e : params.entries()) {
     float* base = params.values().data<float>() + e.offset;
     for (const model::SliceBox& box : model::slice_boxes(e, tp_rank, tp_size, 0, e.numel)) {
-      reader.read("model/" + e.name, to_box(box), base + box.local_offset);
+      requests.push_back({"model/" + e.name, to_box(box), base + box.local_offset});
     }
   }
   const std::int64_t optimizer_steps = index.at("state").value("optimizer_steps", std::int64_t{0});
@@ -146,12 +147,13 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
       const auto boxes = boxes_in_range(e, begin, end, tp_rank, tp_size);
       const std::int64_t shift = e.offset - begin;
       for (const model::SliceBox& box : boxes) {
-        reader.read(kMoments[0] + e.name, to_box(box), opt.exp_avg().data<float>() + shift + box.local_offset);
-        reader.read(kMoments[1] + e.name, to_box(box), opt.exp_avg_sq().data<float>() + shift + box.local_offset);
+        requests.push_back({kMoments[0] + e.name, to_box(box), opt.exp_avg().data<float>() + shift + box.local_offset});
+        requests.push_back({kMoments[1] + e.name, to_box(box), opt.exp_avg_sq().data<float>() + shift + box.local_offset});
       }
     }
-    opt.set_steps_taken(optimizer_steps);
   }
+  reader.read_all(requests);
+  for (const Engine::OptimizerPart& part : engine_.optimizer_parts()) part.optimizer->set_steps_taken(optimizer_steps);
 }
 
 void Checkpointer::run_saver() {

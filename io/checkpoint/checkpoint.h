@@ -60,6 +60,13 @@ nlohmann::json read_index(const std::filesystem::path& dir);
 // congruent to `part` modulo `parts` (ranks split the work); an empty list means valid.
 std::vector<std::string> verify_checkpoint(const std::filesystem::path& dir, int part = 0, int parts = 1);
 
+// One box of a global tensor to read into `out` ([box.rows, box.cols] row-major).
+struct ReadRequest {
+  std::string tensor;
+  Box box;
+  float* out = nullptr;
+};
+
 // Reads boxes of global tensors from a committed checkpoint, whatever layout wrote it.
 class CheckpointReader {
  public:
@@ -73,6 +80,10 @@ class CheckpointReader {
   // exactly one stored piece (a resume in the layout that saved) is checked against its XXH64
   // as it is read, so it needs no second read to verify.
   void read(const std::string& tensor, const Box& box, float* out);
+  // Many reads at once: boxes that are exactly one stored piece are read straight from the
+  // shard file at the dataset's offset (contiguous f32 little-endian, as loom writes it) by
+  // several threads and checked against their XXH64; the rest go through read().
+  void read_all(const std::vector<ReadRequest>& requests);
   // After the reads: the verify_checkpoint problems of this part's shards (part, parts as
   // there), reading only the pieces that read() did not already check.
   std::vector<std::string> verify_rest(int part, int parts);

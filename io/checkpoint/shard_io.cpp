@@ -171,6 +171,20 @@ void ShardReader::check_data(const StoredPiece& piece, const float* data) const 
   }
 }
 
+std::optional<std::int64_t> ShardReader::raw_offset(const StoredPiece& piece) {
+  std::lock_guard<std::recursive_mutex> lock(h5::global_mutex());
+  const std::string ctx = (dir_ / piece.file).string() + " (" + piece.tensor + ")";
+  h5::H5Handle dataset(H5_CHECK(H5Dopen2(file(piece.file), piece.dataset.c_str(), H5P_DEFAULT), ctx), H5Dclose);
+  h5::H5Handle type(H5_CHECK(H5Dget_type(dataset), ctx), H5Tclose);
+  if (H5Tequal(type, H5T_IEEE_F32LE) <= 0) return std::nullopt;
+  const haddr_t offset = H5Dget_offset(dataset);
+  if (offset == HADDR_UNDEF) return std::nullopt;
+  if (H5Dget_storage_size(dataset) != static_cast<hsize_t>(piece.box.numel()) * sizeof(float)) {
+    throw std::runtime_error(ctx + ": dataset " + piece.dataset + " holds fewer bytes than the index records");
+  }
+  return static_cast<std::int64_t>(offset);
+}
+
 std::pair<std::int64_t, std::string> ShardReader::shard_identity(const std::string& name) {
   std::lock_guard<std::recursive_mutex> lock(h5::global_mutex());
   const std::string ctx = (dir_ / name).string();

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,9 @@ class ShardReader {
   void verify_piece(const StoredPiece& piece);
   // Checks data already read (the whole piece, e.g. straight into a model) against its XXH64.
   void check_data(const StoredPiece& piece, const float* data) const;
+  // Where a piece's data starts in its file, when it is stored contiguously as f32
+  // little-endian (how write_shard stores it); nullopt otherwise.
+  std::optional<std::int64_t> raw_offset(const StoredPiece& piece);
   // The root attributes "step" and "save_id" of a shard file.
   std::pair<std::int64_t, std::string> shard_identity(const std::string& file);
 
