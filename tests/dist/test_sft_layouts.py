@@ -153,7 +153,10 @@ class Layouts(unittest.TestCase):
 
     def test_rank_zero_alone_writes_and_reports_memory(self):
         run_dir, proc = self.runs[("llama", "dp2_tp2_pp2")]
-        self.assertEqual(sorted(os.listdir(run_dir)), ["metrics.jsonl", "model.h5", "run.json"])
+        # Rank 0 alone writes the run's files; every rank writes its checkpoint shard and heartbeat.
+        self.assertEqual(sorted(os.listdir(run_dir)),
+                         ["checkpoints", "heartbeats", "metrics.jsonl", "model.h5", "run.json"])
+        self.assertEqual(len(os.listdir(os.path.join(run_dir, "heartbeats"))), 8)
         steps = [r["step"] for r in metrics(run_dir) if "loss" in r]
         self.assertEqual(steps, list(range(1, STEPS + 1)))
         with open(os.path.join(run_dir, "run.json")) as f:
