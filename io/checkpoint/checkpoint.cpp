@@ -36,17 +36,10 @@ void write_view(const std::filesystem::path& file, const nlohmann::json& tensors
   h5::silence_automatic_errors();
   const std::string ctx = file.string();
   h5::H5Handle out(H5_CHECK(H5Fcreate(file.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Fclose);
-  auto string_attribute = [&](const char* name, const std::string& value) {
-    h5::H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
-    H5_CHECK(H5Tset_size(type, value.size() + 1), ctx);
-    h5::H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
-    h5::H5Handle attr(H5_CHECK(H5Acreate2(out, name, type, space, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Aclose);
-    H5_CHECK(H5Awrite(attr, type, value.c_str()), ctx);
-  };
-  string_attribute("format", kFormatName);
-  string_attribute("format_version", std::to_string(kFormatVersion));
-  string_attribute("step", std::to_string(step));
-  if (meta.contains("model_config")) string_attribute("model_config", meta["model_config"].dump());
+  h5::write_string_attribute(out, "format", kFormatName, ctx);
+  h5::write_int_attribute(out, "format_version", kFormatVersion, ctx);
+  h5::write_int_attribute(out, "step", step, ctx);
+  if (meta.contains("model_config")) h5::write_string_attribute(out, "model_config", meta["model_config"].dump(), ctx);
   h5::H5Handle lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), ctx), H5Pclose);
   H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), ctx);
   const float missing = std::numeric_limits<float>::quiet_NaN();  // a lost source file reads as NaN, not 0

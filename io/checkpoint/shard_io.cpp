@@ -25,31 +25,6 @@ h5::H5Handle piece_space(const StoredPiece& piece, const std::string& ctx) {
   return h5::H5Handle(H5_CHECK(H5Screate_simple(piece.shape.size() == 2 ? 2 : 1, dims, nullptr), ctx), H5Sclose);
 }
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& ctx) {
-  h5::H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
-  H5_CHECK(H5Tset_size(type, value.size() + 1), ctx);
-  h5::H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
-  h5::H5Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Aclose);
-  H5_CHECK(H5Awrite(attr, type, value.c_str()), ctx);
-}
-
-void write_int_attribute(hid_t object, const char* name, std::int64_t value, const std::string& ctx) {
-  h5::H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
-  h5::H5Handle attr(H5_CHECK(H5Acreate2(object, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), ctx),
-                    H5Aclose);
-  H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &value), ctx);
-}
-
-std::string read_string_attribute(hid_t object, const char* name, const std::string& ctx) {
-  h5::H5Handle attr(H5_CHECK(H5Aopen(object, name, H5P_DEFAULT), ctx), H5Aclose);
-  h5::H5Handle type(H5_CHECK(H5Aget_type(attr), ctx), H5Tclose);
-  const std::size_t size = H5Tget_size(type);
-  std::string value(size, '\0');
-  H5_CHECK(H5Aread(attr, type, value.data()), ctx);
-  value.resize(std::strlen(value.c_str()));
-  return value;
-}
-
 }  // namespace
 
 ShardTimes write_shard(const ShardWrite& shard) {
@@ -64,10 +39,10 @@ ShardTimes write_shard(const ShardWrite& shard) {
     auto start = Clock::now();
     {
       h5::H5Handle file(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Fclose);
-      write_int_attribute(file, "format_version", kFormatVersion, ctx);
-      write_int_attribute(file, "step", shard.step, ctx);
-      write_int_attribute(file, "rank", shard.rank, ctx);
-      write_string_attribute(file, "save_id", shard.save_id, ctx);
+      h5::write_int_attribute(file, "format_version", kFormatVersion, ctx);
+      h5::write_int_attribute(file, "step", shard.step, ctx);
+      h5::write_int_attribute(file, "rank", shard.rank, ctx);
+      h5::write_string_attribute(file, "save_id", shard.save_id, ctx);
       h5::H5Handle lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), ctx), H5Pclose);
       H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), ctx);
       std::map<std::string, int> per_tensor;
@@ -189,10 +164,7 @@ std::pair<std::int64_t, std::string> ShardReader::shard_identity(const std::stri
   std::lock_guard<std::recursive_mutex> lock(h5::global_mutex());
   const std::string ctx = (dir_ / name).string();
   const hid_t f = file(name);
-  std::int64_t step = -1;
-  h5::H5Handle attr(H5_CHECK(H5Aopen(f, "step", H5P_DEFAULT), ctx), H5Aclose);
-  H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &step), ctx);
-  return {step, read_string_attribute(f, "save_id", ctx)};
+  return {h5::read_int_attribute(f, "step", ctx), h5::read_string_attribute(f, "save_id", ctx)};
 }
 
 }  // namespace loom::io::ckpt

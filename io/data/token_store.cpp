@@ -31,28 +31,6 @@ std::uint64_t content_fingerprint(const std::vector<std::int64_t>& offsets, cons
   return fp.value();
 }
 
-// Variable-length strings: loom writes none, but reads them in files made by other tools.
-H5Handle variable_string_type(const std::string& ctx) {
-  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
-  H5_CHECK(H5Tset_size(type, H5T_VARIABLE), ctx);
-  H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8), ctx);
-  return type;
-}
-
-// Fixed-length strings live in the attribute message itself, which the 1.8+ format
-// checksums; variable-length strings would live in the unchecksummed global heap.
-void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& ctx) {
-  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
-  H5_CHECK(H5Tset_size(type, std::max<std::size_t>(value.size(), 1)), ctx);
-  H5_CHECK(H5Tset_strpad(type, H5T_STR_NULLPAD), ctx);
-  H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8), ctx);
-  H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
-  H5Handle attribute(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), ctx), H5Aclose);
-  std::string padded = value;
-  padded.resize(std::max<std::size_t>(value.size(), 1), '\0');
-  H5_CHECK(H5Awrite(attribute, type, padded.data()), ctx);
-}
-
 template <typename T>
 void write_number_attribute(hid_t object, const char* name, T value, hid_t file_type, hid_t memory_type,
                             const std::string& ctx) {
@@ -61,34 +39,9 @@ void write_number_attribute(hid_t object, const char* name, T value, hid_t file_
   H5_CHECK(H5Awrite(attribute, memory_type, &value), ctx);
 }
 
-H5Handle open_attribute(hid_t object, const char* name, const std::string& ctx) {
-  if (H5_CHECK(H5Aexists(object, name), ctx) <= 0) {
-    throw std::runtime_error(ctx + ": missing attribute \"" + name + "\" (is this a loom token store?)");
-  }
-  return H5Handle(H5_CHECK(H5Aopen(object, name, H5P_DEFAULT), ctx), H5Aclose);
-}
-
-std::string read_string_attribute(hid_t object, const char* name, const std::string& ctx) {
-  H5Handle attribute = open_attribute(object, name, ctx);
-  H5Handle stored(H5_CHECK(H5Aget_type(attribute), ctx), H5Tclose);
-  if (H5Tget_class(stored) != H5T_STRING) throw std::runtime_error(ctx + ": attribute \"" + name + "\" must be a string");
-  if (H5_CHECK(H5Tis_variable_str(stored), ctx) > 0) {
-    H5Handle type = variable_string_type(ctx);
-    char* text = nullptr;
-    H5_CHECK(H5Aread(attribute, type, &text), ctx);
-    std::string value = text != nullptr ? text : "";
-    H5free_memory(text);
-    return value;
-  }
-  std::string value(H5Tget_size(stored), '\0');
-  H5_CHECK(H5Aread(attribute, stored, value.data()), ctx);
-  value.resize(std::min(value.find('\0'), value.size()));
-  return value;
-}
-
 template <typename T = std::int64_t>
 T read_int_attribute(hid_t object, const char* name, const std::string& ctx, hid_t memory_type = H5T_NATIVE_INT64) {
-  H5Handle attribute = open_attribute(object, name, ctx);
+  H5Handle attribute = h5::open_attribute(object, name, ctx);
   H5Handle stored(H5_CHECK(H5Aget_type(attribute), ctx), H5Tclose);
   if (H5Tget_class(stored) != H5T_INTEGER) throw std::runtime_error(ctx + ": attribute \"" + name + "\" must be an integer");
   T value = 0;
@@ -200,11 +153,11 @@ TokenStoreSummary read_attributes(hid_t file, const std::string& ctx) {
                              " is not supported (this loom reads version " +
                              std::to_string(kTokenStoreFormatVersion) + "); rebuild it with loom-prep");
   }
-  summary.info.kind = read_string_attribute(file, "kind", ctx);
-  summary.info.source = read_string_attribute(file, "source", ctx);
-  summary.info.tokenizer = read_string_attribute(file, "tokenizer", ctx);
-  summary.info.tokenizer_fingerprint = read_string_attribute(file, "tokenizer_fingerprint", ctx);
-  summary.info.inputs_fingerprint = read_string_attribute(file, "inputs_fingerprint", ctx);
+  summary.info.kind = h5::read_string_attribute(file, "kind", ctx);
+  summary.info.source = h5::read_string_attribute(file, "source", ctx);
+  summary.info.tokenizer = h5::read_string_attribute(file, "tokenizer", ctx);
+  summary.info.tokenizer_fingerprint = h5::read_string_attribute(file, "tokenizer_fingerprint", ctx);
+  summary.info.inputs_fingerprint = h5::read_string_attribute(file, "inputs_fingerprint", ctx);
   summary.info.vocab_size = static_cast<std::int32_t>(read_int_attribute(file, "vocab_size", ctx));
   summary.n_documents = read_int_attribute(file, "n_documents", ctx);
   summary.n_tokens = read_int_attribute(file, "n_tokens", ctx);
@@ -346,11 +299,11 @@ std::uint64_t TokenStoreWriter::write(const fs::path& file) const {
     const TokenStoreInfo& info = store_.info_;
     write_number_attribute<std::int32_t>(handle, "format_version", kTokenStoreFormatVersion, H5T_STD_I32LE,
                                          H5T_NATIVE_INT32, ctx);
-    write_string_attribute(handle, "kind", info.kind, ctx);
-    write_string_attribute(handle, "source", info.source, ctx);
-    write_string_attribute(handle, "tokenizer", info.tokenizer, ctx);
-    write_string_attribute(handle, "tokenizer_fingerprint", info.tokenizer_fingerprint, ctx);
-    write_string_attribute(handle, "inputs_fingerprint", info.inputs_fingerprint, ctx);
+    h5::write_string_attribute(handle, "kind", info.kind, ctx);
+    h5::write_string_attribute(handle, "source", info.source, ctx);
+    h5::write_string_attribute(handle, "tokenizer", info.tokenizer, ctx);
+    h5::write_string_attribute(handle, "tokenizer_fingerprint", info.tokenizer_fingerprint, ctx);
+    h5::write_string_attribute(handle, "inputs_fingerprint", info.inputs_fingerprint, ctx);
     write_number_attribute<std::int32_t>(handle, "vocab_size", info.vocab_size, H5T_STD_I32LE, H5T_NATIVE_INT32, ctx);
     write_number_attribute<std::int64_t>(handle, "n_documents", n_documents(), H5T_STD_I64LE, H5T_NATIVE_INT64, ctx);
     write_number_attribute<std::int64_t>(handle, "n_tokens", n_tokens(), H5T_STD_I64LE, H5T_NATIVE_INT64, ctx);

@@ -15,6 +15,7 @@
 
 #include <hdf5.h>
 
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -68,6 +69,16 @@ class H5Handle {
   hid_t id_ = H5I_INVALID_HID;
   Closer closer_ = nullptr;
 };
+
+// Attributes, the one implementation every loom HDF5 file uses. Strings are written
+// fixed-length UTF-8 (they live in the checksummed attribute message) and read either way
+// (h5py writes variable-length ones). `context` names the file in errors; a missing or
+// mistyped attribute throws std::runtime_error naming it.
+H5Handle open_attribute(hid_t object, const char* name, const std::string& context);
+void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& context);
+std::string read_string_attribute(hid_t object, const char* name, const std::string& context);
+void write_int_attribute(hid_t object, const char* name, std::int64_t value, const std::string& context);
+std::int64_t read_int_attribute(hid_t object, const char* name, const std::string& context);
 
 }  // namespace loom::io::h5
 

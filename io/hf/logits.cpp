@@ -15,14 +15,6 @@ namespace {
 namespace fs = std::filesystem;
 using h5::H5Handle;
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& where) {
-  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), where), H5Tclose);
-  H5_CHECK(H5Tset_size(type, value.size() + 1), where);
-  H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), where), H5Sclose);
-  H5Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), where), H5Aclose);
-  H5_CHECK(H5Awrite(attr, type, value.c_str()), where);
-}
-
 void write_dataset(hid_t file, const char* name, const std::vector<hsize_t>& dims, hid_t file_type, hid_t mem_type,
                    const void* data, const std::string& where) {
   H5Handle space(H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), where), H5Sclose);
@@ -95,8 +87,8 @@ void write_logits_file(const fs::path& file, const Tensor& logits, std::span<con
   h5::silence_automatic_errors();
   {
     H5Handle f(H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), where), H5Fclose);
-    write_string_attribute(f, "format", "loom-logits", where);
-    write_string_attribute(f, "source", source, where);
+    h5::write_string_attribute(f, "format", "loom-logits", where);
+    h5::write_string_attribute(f, "source", source, where);
     const std::vector<hsize_t> logit_dims = {static_cast<hsize_t>(logits.dim(0)), static_cast<hsize_t>(logits.dim(1))};
     write_dataset(f, "logits", logit_dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, logits.raw(), where + " dataset logits");
     write_dataset(f, "tokens", {static_cast<hsize_t>(tokens.size())}, H5T_STD_I32LE, H5T_NATIVE_INT32, tokens.data(),

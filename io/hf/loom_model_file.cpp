@@ -19,28 +19,6 @@ bool has_attribute(hid_t object, const char* name, const std::string& where) {
   return H5_CHECK(H5Aexists(object, name), where) > 0;
 }
 
-// A string attribute, fixed-length (loom's writers) or variable-length (h5py's default).
-std::string read_string_attribute(hid_t object, const char* name, const fs::path& file) {
-  const std::string where = file.string() + " attribute " + name;
-  H5Handle attr(H5_CHECK(H5Aopen(object, name, H5P_DEFAULT), where), H5Aclose);
-  H5Handle type(H5_CHECK(H5Aget_type(attr), where), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING) fail(file, std::string("attribute ") + name + " is not a string");
-  H5Handle memtype(H5_CHECK(H5Tcopy(H5T_C_S1), where), H5Tclose);
-  H5_CHECK(H5Tset_cset(memtype, H5Tget_cset(type)), where);
-  if (H5_CHECK(H5Tis_variable_str(type), where) > 0) {
-    H5_CHECK(H5Tset_size(memtype, H5T_VARIABLE), where);
-    char* text = nullptr;
-    H5_CHECK(H5Aread(attr, memtype, &text), where);
-    std::string value = text == nullptr ? std::string() : std::string(text);
-    H5free_memory(text);
-    return value;
-  }
-  std::string value(H5Tget_size(type), '\0');
-  H5_CHECK(H5Tset_size(memtype, value.size()), where);
-  H5_CHECK(H5Aread(attr, memtype, value.data()), where);
-  value.resize(value.find('\0') == std::string::npos ? value.size() : value.find('\0'));
-  return value;
-}
 
 json parse_json(const std::string& text, const fs::path& file, const char* what) {
   try {
@@ -86,7 +64,7 @@ LoomModel read_weights_file(const fs::path& file) {
 // relative to the step directory whatever the working directory is.
 LoomModel read_checkpoint_view(const fs::path& file, hid_t f) {
   const std::string where = file.string();
-  LoomModel model{config_from(parse_json(read_string_attribute(f, "model_config", file), file, "attribute model_config"),
+  LoomModel model{config_from(parse_json(h5::read_string_attribute(f, "model_config", file.string()), file, "attribute model_config"),
                               file, "attribute model_config"),
                   {},
                   where};

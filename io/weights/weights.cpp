@@ -21,29 +21,6 @@ std::vector<hsize_t> dims_of(const Tensor& t) {
   return dims;
 }
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& where) {
-  H5Handle type(H5_CHECK(H5Tcopy(H5T_C_S1), where), H5Tclose);
-  H5_CHECK(H5Tset_size(type, value.size() + 1), where);
-  H5Handle space(H5_CHECK(H5Screate(H5S_SCALAR), where), H5Sclose);
-  H5Handle attr(H5_CHECK(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), where), H5Aclose);
-  H5_CHECK(H5Awrite(attr, type, value.c_str()), where);
-}
-
-std::string read_string_attribute(hid_t object, const char* name, const std::filesystem::path& file) {
-  const std::string where = file.string();
-  if (H5_CHECK(H5Aexists(object, name), where) == 0) {
-    fail(file, std::string("missing attribute ") + name + " (not a loom weights file?)");
-  }
-  H5Handle attr(H5_CHECK(H5Aopen(object, name, H5P_DEFAULT), where), H5Aclose);
-  H5Handle type(H5_CHECK(H5Aget_type(attr), where), H5Tclose);
-  std::string value(H5Tget_size(type), '\0');
-  H5Handle memtype(H5_CHECK(H5Tcopy(H5T_C_S1), where), H5Tclose);
-  H5_CHECK(H5Tset_size(memtype, value.size()), where);
-  H5_CHECK(H5Aread(attr, memtype, value.data()), where);
-  value.resize(value.find('\0') == std::string::npos ? value.size() : value.find('\0'));
-  return value;
-}
-
 H5Handle open_for_reading(const std::filesystem::path& file) {
   if (!std::filesystem::exists(file)) fail(file, "no such weights file");
   h5::silence_automatic_errors();
@@ -60,8 +37,8 @@ void save_weights(const std::filesystem::path& file, std::span<const NamedTensor
   h5::silence_automatic_errors();
   {
     H5Handle f(H5_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), where), H5Fclose);
-    write_string_attribute(f, "metadata", metadata.dump(), where);
-    write_string_attribute(f, "format", "loom-weights", where);
+    h5::write_string_attribute(f, "metadata", metadata.dump(), where);
+    h5::write_string_attribute(f, "format", "loom-weights", where);
     H5Handle vspace(H5_CHECK(H5Screate(H5S_SCALAR), where), H5Sclose);
     H5Handle vattr(H5_CHECK(H5Acreate2(f, "format_version", H5T_NATIVE_INT, vspace, H5P_DEFAULT, H5P_DEFAULT), where),
                    H5Aclose);
@@ -85,7 +62,7 @@ void save_weights(const std::filesystem::path& file, std::span<const NamedTensor
 
 nlohmann::json read_weights_metadata(const std::filesystem::path& file) {
   H5Handle f = open_for_reading(file);
-  const std::string text = read_string_attribute(f, "metadata", file);
+  const std::string text = h5::read_string_attribute(f, "metadata", file.string());
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
