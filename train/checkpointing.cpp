@@ -192,9 +192,10 @@ void Checkpointer::run_saver() {
   }
 }
 
-void Checkpointer::save(const TrainState& state, const nlohmann::json& rank_state) {
+std::optional<SaveReport> Checkpointer::save(const TrainState& state, const nlohmann::json& rank_state) {
   const auto start = Clock::now();  // waiting here for the previous save is this save's stall
-  if (pending_) finish();
+  std::optional<SaveReport> previous;
+  if (pending_) previous = finish();
   const std::string save_id = record::hex64(run_id_).substr(8) + "-" + std::to_string(state.step);
   shard_ = io::ckpt::ShardWrite{io::ckpt::temporary_dir(options_.root, state.step, save_id),
                                 engine_.groups().world_rank(), state.step, save_id, owned_pieces(), rank_state};
@@ -215,6 +216,7 @@ void Checkpointer::save(const TrainState& state, const nlohmann::json& rank_stat
     run_saver();
   }
   report_.stall_s = since(start);
+  return previous;
 }
 
 double Checkpointer::before_update() {
@@ -262,7 +264,8 @@ std::optional<SaveReport> Checkpointer::complete() {
   }
   std::string error;
   if (saver_state_ == 2) {
-    std::cerr << "loom: checkpoint of step " << report_.step << " failed on rank " << rank << ": " << saver_error_ << "\n";
+    std::cerr << ("loom: checkpoint of step " + std::to_string(report_.step) + " failed on rank " + std::to_string(rank) +
+                  ": " + saver_error_ + "\n");
   }
   if (!failed.str().empty()) {
     error = "rank(s) " + failed.str() + " could not write their shard" +
@@ -288,9 +291,10 @@ std::optional<SaveReport> Checkpointer::complete() {
     if (engine_.leader()) {
       std::error_code ignored;
       std::filesystem::remove_all(shard_.dir, ignored);
-      std::cerr << "loom: checkpoint of step " << report_.step << " was not committed: " << error << "; "
-                << (last_committed_ ? last_committed_->string() + " stays the newest" : std::string("no checkpoint exists yet"))
-                << "\n";
+      std::cerr << ("loom: checkpoint of step " + std::to_string(report_.step) + " was not committed: " + error + "; " +
+                    (last_committed_ ? last_committed_->string() + " stays the newest"
+                                     : std::string("no checkpoint exists yet")) +
+                    "\n");
     }
   } else {
     report_.dir = options_.root / io::ckpt::step_dir_name(report_.step);
@@ -306,10 +310,10 @@ std::optional<TrainState> Checkpointer::resume(const std::optional<std::filesyst
   if (engine_.leader() && !dir) {
     try {
       for (const auto& removed : io::ckpt::prune(options_.root, options_.retention, true)) {
-        std::cerr << "loom: removed " << removed.string() << " (a save that never committed)\n";
+        std::cerr << ("loom: removed " + removed.string() + " (a save that never committed)\n");
       }
     } catch (const std::exception& e) {
-      std::cerr << "loom: could not clean " << options_.root.string() << ": " << e.what() << "\n";
+      std::cerr << ("loom: could not clean " + options_.root.string() + ": " + e.what() + "\n");
     }
   }
   std::vector<std::filesystem::path> candidates = dir ? std::vector<std::filesystem::path>{*dir}
@@ -336,14 +340,14 @@ std::optional<TrainState> Checkpointer::resume(const std::optional<std::filesyst
     if (reader) {
       for (auto& problem : reader->verify_rest(groups.world_rank(), groups.world_size())) problems.push_back(std::move(problem));
     }
-    for (const auto& problem : problems) std::cerr << "loom: checkpoint problem: " << problem << "\n";
+    for (const auto& problem : problems) std::cerr << ("loom: checkpoint problem: " + problem + "\n");
     double bad[1] = {static_cast<double>(problems.size())};
     engine_.all_reduce_host(bad, ReduceOp::Sum);
     if (bad[0] != 0) {
       if (dir) throw std::runtime_error(candidate.string() + ": checkpoint does not verify (problems above)");
       if (engine_.leader()) {
-        std::cerr << "loom: skipping " << candidate.string() << ": " << static_cast<long long>(bad[0])
-                  << " problem(s) (above); trying an older checkpoint\n";
+        std::cerr << ("loom: skipping " + candidate.string() + ": " + std::to_string(static_cast<long long>(bad[0])) +
+                      " problem(s) (above); trying an older checkpoint\n");
       }
       continue;
     }

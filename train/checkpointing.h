@@ -77,8 +77,8 @@ class Checkpointer {
   Checkpointer& operator=(const Checkpointer&) = delete;
 
   // Starts saving the engine's current parameters and optimizer state with `state`. A save
-  // still in flight is finished first. Collective.
-  void save(const TrainState& state, const nlohmann::json& rank_state = nlohmann::json::object());
+  // still in flight is finished (committed) first; its report is returned. Collective.
+  std::optional<SaveReport> save(const TrainState& state, const nlohmann::json& rank_state = nlohmann::json::object());
   // Before the parameters or moments change. Returns the seconds waited.
   double before_update();
   // At a step boundary: when every rank's shard is written, rank 0 commits. Returns the

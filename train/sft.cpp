@@ -284,9 +284,13 @@ int run_sft(const config::Config& config) {
       state = *loaded;
       loader.restore(state.loader);
       resumed = true;
-      if (leader) std::cerr << "loom-sft: resumed from " << checkpointer.last_committed()->string() << " at step "
-                            << state.step << " (" << state.tokens << " tokens, data epoch " << std::setprecision(4)
-                            << loader.epoch_progress() << ")\n";
+      if (leader) {
+        std::ostringstream line;  // one write: other ranks' lines must not split it
+        line << "loom-sft: resumed from " << checkpointer.last_committed()->string() << " at step " << state.step
+             << " (" << state.tokens << " tokens, data epoch " << std::setprecision(4) << loader.epoch_progress()
+             << ")\n";
+        std::cerr << line.str();
+      }
     } else if (leader && std::filesystem::exists(checkpoint_root)) {
       std::cerr << "loom-sft: no valid checkpoint in " << checkpoint_root.string() << "; starting from step 0\n";
     }
@@ -332,9 +336,12 @@ int run_sft(const config::Config& config) {
     std::cerr << line.str();
   }
 
+  // Heartbeats every 10 s, or four times per timeout when that is shorter, so the report
+  // reads fresh ones.
+  const double watchdog_timeout = config.get_float("train.watchdog_timeout");
   launch::Watchdog watchdog(launch::WatchdogOptions{(run_dir / "heartbeats").string(), engine.groups().world_rank(),
-                                                    engine.groups().world_size(),
-                                                    config.get_float("train.watchdog_timeout"), 10.0});
+                                                    engine.groups().world_size(), watchdog_timeout,
+                                                    std::min(10.0, std::max(0.25, watchdog_timeout / 4))});
   if (watchdog.enabled()) engine.set_activity_marker(&watchdog);
 
   const std::int64_t eval_every = config.get_int("eval.every");
@@ -376,7 +383,7 @@ int run_sft(const config::Config& config) {
   auto save_now = [&]() {
     launch::Watchdog::Activity activity(watchdog, "checkpoint save");
     state.loader = loader.state();
-    checkpointer.save(state, {{"rng", {{"kind", "counter"}, {"seed", seed}, {"step", state.step}}}});
+    return checkpointer.save(state, {{"rng", {{"kind", "counter"}, {"seed", seed}, {"step", state.step}}}});
   };
 
   launch::install_stop_handlers();
@@ -475,8 +482,10 @@ int run_sft(const config::Config& config) {
       continue;
     }
     stop = control.agree(engine, step_seconds);
-    if (checkpoint_every > 0 && state.step % checkpoint_every == 0 && !stop.stop() && state.step < max_steps) {
-      save_now();
+    if (checkpoint_every > 0 && state.step % checkpoint_every == 0 && !stop.stop() && state.step < max_steps &&
+        !report_save(save_now()) && stop_on_save_error) {
+      exit_code = kExitCheckpointFailed;  // the save that this one had to finish first failed
+      break;
     }
     if (eval_every > 0 && state.step % eval_every == 0 && state.step < max_steps && !stop.stop()) validate();
     std::vector<record::Progress::Field> fields = {{"loss", last_loss}, {"tok/s", tokens_per_s}};
@@ -493,7 +502,7 @@ int run_sft(const config::Config& config) {
   if (exit_code == kExitOk && (stop.reason != StopReason::MaxSteps || config.get_bool("checkpoint.at_end"))) {
     const bool already = checkpointer.last_committed() &&
                          checkpointer.last_committed()->filename() == io::ckpt::step_dir_name(state.step);
-    if (!already) save_now();
+    if (!already && !report_save(save_now()) && stop_on_save_error) exit_code = kExitCheckpointFailed;
   }
   if (!report_save(checkpointer.finish()) && stop_on_save_error && exit_code == kExitOk) {
     exit_code = kExitCheckpointFailed;

@@ -1,11 +1,15 @@
 // loom-sft: pre-training on raw text and supervised fine-tuning (see train/sft.h).
 #include "io/config/command_line.h"
 #include "launch/mpi_runtime.h"
+#include "launch/stop_signal.h"
 #include "train/sft.h"
 
 #include <optional>
 
 int main(int argc, char** argv) {
+  // Before any thread exists, so that every thread inherits the mask (launch/stop_signal.h).
+  loom::launch::block_stop_signals();
+  loom::launch::install_stop_handlers();
   const loom::config::Schema schema = loom::train::sft_schema();
   const loom::config::ProgramInfo info{
       "loom-sft",

@@ -18,10 +18,10 @@ herr_t collect_message(unsigned /*depth*/, const H5E_error2_t* error, void* data
 // Short hints for the failures people actually hit.
 std::string hint_for(const std::string& messages) {
   if (messages.find("truncated") != std::string::npos || messages.find("signature") != std::string::npos) {
-    return " (the file looks truncated or is not HDF5: was it copied completely? rebuild it with loom-prep --force)";
+    return " (the file looks truncated or is not HDF5: was it copied or written completely?)";
   }
   if (messages.find("checksum") != std::string::npos) {
-    return " (stored data failed its checksum: the file is corrupted; rebuild it with loom-prep --force)";
+    return " (stored data failed its checksum: the file is corrupted)";
   }
   if (messages.find("unable to open file") != std::string::npos ||
       messages.find("No such file") != std::string::npos) {
@@ -45,6 +45,10 @@ void throw_error(const char* call, const std::string& context, const char* sourc
   for (const auto& message : messages) {
     if (!joined.empty()) joined += "; ";
     joined += message;
+  }
+  // Some HDF5 messages carry a newline (a ctime() date): one error, one line.
+  for (char& c : joined) {
+    if (c == '\n') c = ' ';
   }
   std::string text = context + ": HDF5 call " + call + " failed at " + source_file + ":" +
                      std::to_string(source_line);

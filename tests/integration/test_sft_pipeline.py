@@ -136,7 +136,8 @@ class Pipeline(unittest.TestCase):
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
-        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, stderr)
+        # 75 (EX_TEMPFAIL): checkpointed, requeue the job.
+        self.assertEqual(proc.returncode, 75, stderr)
         with open(os.path.join(run_dir, "run.json")) as f:
             results = json.load(f)["results"]
         self.assertEqual(results["stopped_by"], "SIGTERM")
@@ -144,6 +145,13 @@ class Pipeline(unittest.TestCase):
         self.assertGreaterEqual(results["steps"], 3)
         with h5py.File(os.path.join(run_dir, "model.h5"), "r") as f:
             self.assertEqual(json.loads(f.attrs["metadata"])["step"], results["steps"])
+        # A committed checkpoint of exactly the stop step, which `latest` names.
+        checkpoint = os.path.join(run_dir, "checkpoints", f"step-{results['steps']:08d}")
+        self.assertEqual(results["checkpoint"], checkpoint)
+        with open(os.path.join(checkpoint, "index.json")) as f:
+            self.assertEqual(json.load(f)["step"], results["steps"])
+        with open(os.path.join(run_dir, "checkpoints", "latest")) as f:
+            self.assertEqual(f.read().strip(), os.path.basename(checkpoint))
 
     def test_help_lists_every_setting(self):
         proc = run(f"{BIN}/loom-sft", "--help")
