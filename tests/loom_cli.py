@@ -1,11 +1,26 @@
 """Helpers the Python end-to-end tests share: run a loom executable and check its exit code,
-read a run's metrics, and prepare a small BPE tokenizer plus the Brown token stores.
+read a run's metrics, prepare a small BPE tokenizer plus the Brown token stores, and the
+tiny model the distributed tests train (4 layers, d_model 64, sequences of 64, batch 8 in
+micro-batches of 2, so every dp x tp x pp layout up to 8 ranks fits).
 
 Imported by tests/integration/*.py and tests/dist/*.py (they add tests/ to sys.path).
 """
 import json
 import os
 import subprocess
+
+MPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "-np"]
+
+TINY = ["model.d_model=64", "model.d_ff=0", "model.n_layers=4", "model.n_heads=4", "model.max_seq_len=64",
+        "data.seq_len=64", "train.batch_size=8", "train.micro_batch_size=2", "eval.every=0", "eval.batches=2",
+        "eval.at_start=false", "train.log_every=1", "train.max_time=0", "train.threads=1"]
+
+
+def tiny_sft(bin_dir, work, tokenizer, run_dir, *extra):
+    """loom-sft on the Brown stores of prepare_brown(work) with the TINY model, plus `extra`."""
+    return [f"{bin_dir}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={run_dir}",
+            f"data.tokenizer={tokenizer}", f"data.train={work}/brown/train.h5", f"data.val={work}/brown/val.h5",
+            *TINY, *extra]
 
 
 def run(*args, expect=0, timeout=240):

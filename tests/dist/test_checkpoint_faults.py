@@ -23,8 +23,8 @@ What is checked, and why:
   stops at scattered moments must all exit cleanly: a regression test for stop signals that
   land inside oneDNN's JIT sgemm, which runs with rsp pointing into the heap.
 - Watchdog: rank 1 of 2 sleeps 120 s at step 3 with train.watchdog_timeout=4: the job ends
-  with exit 86 well before the sleep would (within 40 s: the timeout plus the 10 s heartbeat
-  period plus start-up) and stderr names rank 1 in "debug sleep".
+  with exit 86 well before the sleep would (within 40 s: the timeout plus a heartbeat period,
+  timeout / 4, plus start-up) and stderr names rank 1 in "debug sleep".
 - Save reports: with a save every step, every committed checkpoint has its metrics line
   (a regression test: the save that the next one finishes lost its report).
 - Non-finite: one NaN-gradient batch is skipped (no rollback, exit 0); three in a row roll
@@ -54,7 +54,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import metrics, prepare_brown, run  # noqa: E402
+from loom_cli import MPI_FLAGS, metrics, prepare_brown, run, tiny_sft  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-checkpoint-faults"
@@ -62,19 +62,14 @@ MPIEXEC = sys.argv[3] if len(sys.argv) > 3 else "mpirun"
 BIN = os.path.join(BUILD, "bin")
 TOKENIZER = os.path.join(WORK, "tok-brown-512.json")
 RUNS = os.path.join(WORK, "runs")
-MPI = [MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np"]
+MPI = [MPIEXEC, *MPI_FLAGS]
 EXIT_REQUEUE, EXIT_INTERRUPTED, EXIT_NON_FINITE, EXIT_SAVE_FAILED, EXIT_WATCHDOG = 75, 130, 65, 74, 86
 
-COMMON = ["model.d_model=64", "model.d_ff=0", "model.n_layers=4", "model.n_heads=4", "model.max_seq_len=64",
-          "data.seq_len=64", "train.batch_size=8", "train.micro_batch_size=2", "eval.every=0", "eval.batches=2",
-          "eval.at_start=false", "train.log_every=1", "train.max_time=0", "train.threads=1", "model.family=llama",
-          "model.n_kv_heads=1", "model.tie_embeddings=false"]
+COMMON = ["model.family=llama", "model.n_kv_heads=1", "model.tie_embeddings=false"]
 
 
 def sft_args(run_dir, *extra):
-    return [f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={run_dir}",
-            f"data.tokenizer={TOKENIZER}", f"data.train={WORK}/brown/train.h5", f"data.val={WORK}/brown/val.h5",
-            *COMMON, *extra]
+    return tiny_sft(BIN, WORK, TOKENIZER, run_dir, *COMMON, *extra)
 
 
 def mpi(ranks, args):

@@ -40,14 +40,14 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import metrics, prepare_brown, run  # noqa: E402
+from loom_cli import MPI_FLAGS, metrics, prepare_brown, run, tiny_sft  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-checkpoint-resume"
 MPIEXEC = sys.argv[3] if len(sys.argv) > 3 else "mpirun"
 BIN = os.path.join(BUILD, "bin")
 TOKENIZER = os.path.join(WORK, "tok-brown-512.json")
-MPI = [MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np"]
+MPI = [MPIEXEC, *MPI_FLAGS]
 
 STEPS = 30
 EVERY = 3
@@ -57,17 +57,12 @@ MIN_KILLS = 5
 LOSS_RTOL = 1e-5
 SEED = int(os.environ.get("LOOM_KILL_SEED", time.time_ns() % 1_000_000))
 
-COMMON = ["model.d_model=64", "model.d_ff=0", "model.n_layers=4", "model.n_heads=4", "model.max_seq_len=64",
-          "data.seq_len=64", "train.batch_size=8", "train.micro_batch_size=2", f"train.max_steps={STEPS}",
-          "eval.every=0", "eval.batches=2", "eval.at_start=false", "train.log_every=1", "train.max_time=0",
-          "train.threads=1", "model.family=llama", "model.n_kv_heads=1", "model.tie_embeddings=false",
+COMMON = [f"train.max_steps={STEPS}", "model.family=llama", "model.n_kv_heads=1", "model.tie_embeddings=false",
           "checkpoint.keep_last=20", "checkpoint.async=true"]
 
 
 def sft_args(run_dir, *extra):
-    return [f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={run_dir}",
-            f"data.tokenizer={TOKENIZER}", f"data.train={WORK}/brown/train.h5", f"data.val={WORK}/brown/val.h5",
-            *COMMON, *extra]
+    return tiny_sft(BIN, WORK, TOKENIZER, run_dir, *COMMON, *extra)
 
 
 def command(layout, run_dir, *extra):

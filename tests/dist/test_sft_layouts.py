@@ -28,20 +28,17 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import metrics, prepare_brown, run  # noqa: E402
+from loom_cli import MPI_FLAGS, metrics, prepare_brown, run, tiny_sft  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-sft"
 MPIEXEC = sys.argv[3] if len(sys.argv) > 3 else "mpirun"
 BIN = os.path.join(BUILD, "bin")
 TOKENIZER = os.path.join(WORK, "tok-brown-512.json")
-MPI = [MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np"]
+MPI = [MPIEXEC, *MPI_FLAGS]
 STEPS = 5
 
-COMMON = ["model.d_model=64", "model.d_ff=0", "model.n_layers=4", "model.n_heads=4", "model.max_seq_len=64",
-          "data.seq_len=64", "train.batch_size=8", "train.micro_batch_size=2", f"train.max_steps={STEPS}",
-          "eval.every=0", "eval.batches=2", "eval.at_start=false", "train.log_every=1", "train.max_time=0",
-          "train.threads=1"]
+COMMON = [f"train.max_steps={STEPS}"]
 FAMILIES = {
     "llama": ["model.family=llama", "model.n_kv_heads=1", "model.tie_embeddings=false"],
     "gpt2": ["model.family=gpt2", "model.n_kv_heads=4"],
@@ -52,9 +49,7 @@ WEIGHT_ATOL = 2e-5
 
 
 def sft_args(run_dir, family, *extra):
-    return [f"{BIN}/loom-sft", "--config", "configs/tiny-brown.yaml", f"run_dir={run_dir}",
-            f"data.tokenizer={TOKENIZER}", f"data.train={WORK}/brown/train.h5", f"data.val={WORK}/brown/val.h5",
-            *COMMON, *FAMILIES[family], *extra]
+    return tiny_sft(BIN, WORK, TOKENIZER, run_dir, *COMMON, *FAMILIES[family], *extra)
 
 
 def layout_args(dp, tp, pp):
