@@ -5,6 +5,8 @@
 #define BOOST_TEST_MODULE hf_mapping
 #include <boost/test/unit_test.hpp>
 
+#include "tests/unit/error_of.h"
+
 #include <unistd.h>
 
 #include <cstring>
@@ -35,15 +37,6 @@ fs::path scratch(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 ModelConfig llama_gqa() {

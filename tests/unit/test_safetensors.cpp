@@ -5,6 +5,8 @@
 #define BOOST_TEST_MODULE safetensors
 #include <boost/test/unit_test.hpp>
 
+#include "tests/unit/error_of.h"
+
 #include <unistd.h>
 
 #include <bit>
@@ -29,15 +31,6 @@ fs::path scratch(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("loom-test-safetensors-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   return dir / name;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::vector<std::uint8_t> file_bytes(const fs::path& path) {

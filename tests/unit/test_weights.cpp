@@ -3,6 +3,8 @@
 #define BOOST_TEST_MODULE weights
 #include <boost/test/unit_test.hpp>
 
+#include "tests/unit/error_of.h"
+
 #include <filesystem>
 #include <functional>
 #include <unistd.h>
@@ -27,15 +29,6 @@ fs::path scratch(const std::string& name) {
 
 model::ModelConfig tiny(model::Family family) {
   return model::ModelConfig::from_family(family, 97, 32, 2, 4, family == model::Family::Llama ? 2 : 4, 64, 16);
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
