@@ -45,8 +45,11 @@ const char* architecture_of(const model::ModelConfig& config) {
 int hf_export_command(int argc, char** argv) {
   CLI::App app("Write a loom model as a Hugging Face directory (model.safetensors + config.json)", "loom-ckpt export");
   fs::path from, out;
-  std::string dtype = "f32";
+  std::string dtype = "f32", format = "safetensors";
   app.add_option("--from", from, "model.h5, a checkpoint step directory, or its view.h5")->required();
+  app.add_option("--format", format, "Output format: safetensors (Hugging Face: model.safetensors + config.json)")
+      ->check(CLI::IsMember({"safetensors"}))
+      ->capture_default_str();
   app.add_option("--out", out, "Output directory")->required();
   app.add_option("--dtype", dtype, "Tensor type written: f32 or bf16 (rounded to nearest even)")
       ->check(CLI::IsMember({"f32", "bf16"}))
