@@ -54,4 +54,4 @@ PY
 echo "== results"
 summary "runs/tiny-brown$suffix"
 summary "runs/tiny-wordnet-sft$suffix"
-echo "   each run directory holds metrics.jsonl (per-step metrics), run.json (config, commit, data, results) and model.h5 (weights)"
+echo "   each run directory holds metrics.jsonl (per-step metrics), run.json (config, commit, data, results), model.h5 (weights) and checkpoints/ (resumable state)"
