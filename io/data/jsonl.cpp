@@ -184,6 +184,45 @@ std::vector<JsonlRecord> parse_jsonl(std::string_view content, std::string_view 
   return records;
 }
 
+std::string jsonl_line(const JsonlRecord& record) {
+  // Keys in the order people read them (prompt before its responses).
+  using ordered = nlohmann::ordered_json;
+  ordered object = ordered::object();
+  switch (record.format) {
+    case JsonlFormat::Text: object["text"] = record.text; break;
+    case JsonlFormat::Completion:
+      object["prompt"] = record.prompt;
+      object["completion"] = record.completion;
+      break;
+    case JsonlFormat::Chat:
+      object["messages"] = ordered::array();
+      for (const auto& message : record.messages) {
+        object["messages"].push_back({{"role", message.role}, {"content", message.content}});
+      }
+      break;
+    case JsonlFormat::Preference:
+      object["prompt"] = record.prompt;
+      object["chosen"] = record.chosen;
+      object["rejected"] = record.rejected;
+      break;
+    case JsonlFormat::Prompt:
+      object["prompt"] = record.prompt;
+      if (record.answer) object["answer"] = *record.answer;
+      break;
+    case JsonlFormat::Auto: throw std::invalid_argument("jsonl_line: record with unresolved format");
+  }
+  return object.dump();
+}
+
+void write_jsonl(const std::filesystem::path& file, std::span<const JsonlRecord> records) {
+  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error(file.string() + ": cannot open for writing a JSONL file");
+  for (const auto& record : records) out << jsonl_line(record) << '\n';
+  out.flush();
+  if (!out) throw std::runtime_error(file.string() + ": write failed (disk full?)");
+}
+
 std::vector<JsonlRecord> read_jsonl(const std::filesystem::path& file, JsonlFormat format) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw std::runtime_error(file.string() + ": cannot open JSONL file");

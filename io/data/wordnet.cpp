@@ -259,6 +259,15 @@ bool wordnet_in_validation(char file_pos, std::uint32_t offset, double fraction)
   return static_cast<double>(bucket) < fraction * 1e6;
 }
 
+std::string definition_prompt(const Synset& synset, std::size_t lemma_index) {
+  if (lemma_index >= synset.lemmas.size()) {
+    throw std::invalid_argument("definition_prompt: synset " + std::to_string(synset.offset) + " has " +
+                                std::to_string(synset.lemmas.size()) + " lemmas, asked for lemma " +
+                                std::to_string(lemma_index));
+  }
+  return "Define \"" + synset.lemmas[lemma_index] + "\" (" + std::string(wordnet_pos_name(synset.pos)) + "):";
+}
+
 DefinitionSplit definition_pairs(const WordNet& wordnet, const DefinitionOptions& options) {
   if (options.lemmas_per_synset < 1) throw std::invalid_argument("definition_pairs: lemmas_per_synset must be >= 1");
   if (!(options.validation_fraction >= 0.0 && options.validation_fraction <= 1.0)) {
@@ -272,7 +281,7 @@ DefinitionSplit definition_pairs(const WordNet& wordnet, const DefinitionOptions
     const std::size_t lemmas = std::min<std::size_t>(synset.lemmas.size(), options.lemmas_per_synset);
     for (std::size_t i = 0; i < lemmas; ++i) {
       DefinitionPair pair;
-      pair.prompt = "Define \"" + synset.lemmas[i] + "\" (" + std::string(wordnet_pos_name(synset.pos)) + "):";
+      pair.prompt = definition_prompt(synset, i);
       pair.completion = " " + synset.definition;
       pair.pos = synset.file_pos();
       pair.offset = synset.offset;

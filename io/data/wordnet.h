@@ -97,6 +97,10 @@ struct DefinitionSplit {
 };
 DefinitionSplit definition_pairs(const WordNet& wordnet, const DefinitionOptions& options = {});
 
+// The definition task's prompt for lemma `lemma_index` of a synset, e.g. `Define "dog" (noun):`.
+// Shared with the preference pairs (wordnet_pairs.h) so both tasks ask the same question.
+std::string definition_prompt(const Synset& synset, std::size_t lemma_index = 0);
+
 // True when the synset (file pos, offset) belongs to the validation side for `fraction`.
 bool wordnet_in_validation(char file_pos, std::uint32_t offset, double fraction);
 
