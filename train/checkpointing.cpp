@@ -162,6 +162,7 @@ void Checkpointer::run_saver() {
   if (options_.async) setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
   try {
     std::filesystem::create_directories(shard_.dir);
+    if (options_.debug_delay_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(options_.debug_delay_s));
     if (options_.async) {
       std::int64_t total = 0;
       for (const auto& piece : shard_.pieces) total += piece.box.numel();

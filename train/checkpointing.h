@@ -54,6 +54,9 @@ struct CheckpointOptions {
   std::filesystem::path root;  // the checkpoints directory
   io::ckpt::Retention retention;
   bool async = true;
+  // Fault injection for tests (debug.save_delay): each save waits this long with its
+  // temporary directory created and nothing written, so a kill can land mid-save for sure.
+  double debug_delay_s = 0;
 };
 
 // Per-save numbers, reported in metrics.jsonl and run.json.

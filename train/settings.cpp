@@ -95,6 +95,9 @@ void add_train_settings(config::Schema& schema) {
   schema.add_int("debug.sleep_at_step", 0, "Fault injection for tests: the step at which debug.sleep_rank sleeps",
                  {.min = 0});
   schema.add_float("debug.sleep_seconds", 0.0, "Fault injection for tests: how long debug.sleep_rank sleeps", {.min = 0});
+  schema.add_float("debug.save_delay", 0.0,
+                   "Fault injection for tests: each checkpoint save waits this many seconds with its temporary "
+                   "directory created (so a kill lands mid-save)", {.min = 0});
 }
 
 void add_checkpoint_settings(config::Schema& schema) {

@@ -269,6 +269,7 @@ int run_sft(const config::Config& config) {
   checkpoint_options.retention.keep_last = static_cast<int>(config.get_int("checkpoint.keep_last"));
   checkpoint_options.retention.keep_every = config.get_int("checkpoint.keep_every");
   checkpoint_options.async = config.get_bool("checkpoint.async");
+  checkpoint_options.debug_delay_s = config.get_float("debug.save_delay");
   Checkpointer checkpointer(engine, checkpoint_options,
                             {{"program", "loom-sft"}, {"config", config.to_json()}, {"layout", record["layout"]},
                              {"model_config", io::model_config_json(model_config)}});

@@ -227,7 +227,9 @@ class Resume(unittest.TestCase):
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(logs, ignore_errors=True)
         os.makedirs(logs)
-        args = command(layout, run_dir, f"checkpoint.every={EVERY}", "train.resume=auto")
+        # Each save lingers 0.3 s with its temporary directory made (debug.save_delay), so a
+        # "mid_save" kill lands inside a save even on a loaded machine; numbers are unchanged.
+        args = command(layout, run_dir, f"checkpoint.every={EVERY}", "train.resume=auto", "debug.save_delay=0.3")
         kills = []
         attempt = 0
         while True:
