@@ -119,6 +119,16 @@ class Backend {
   virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                   const Tensor& lse, const AttentionShape& shape, Tensor& dqkv) = 0;
 
+  // ---- attention over a key/value cache (generation; forward only, no lse saved).
+  // qkv [B, T, (Hq + 2 Hkv) D] packs T new tokens per sequence at absolute positions
+  // [position, position + T), RoPE (if any) already applied; shape.seq = T. The op first
+  // writes their k and v heads into k_cache and v_cache, each [B, Hkv, capacity, D] (f32),
+  // at those positions, then out [B, T, Hq*D] = causal grouped-query attention of each new
+  // query at position p over cached keys/values [0, p], softmax scale 1/sqrt(D).
+  // Cache rows [0, position) must hold the earlier tokens; position + T <= capacity.
+  virtual void attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
+                                        Tensor& k_cache, Tensor& v_cache, Tensor& out) = 0;
+
   // ---- softmax cross-entropy over logits [N, V] with targets [N] (target < 0: ignored).
   // losses[N] f32 gets -log softmax(logits)[target] (0 for ignored rows).
   virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) = 0;

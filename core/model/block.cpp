@@ -1,5 +1,6 @@
 #include "core/model/block.h"
 
+#include <stdexcept>
 #include <string>
 
 namespace loom::model {
@@ -28,6 +29,24 @@ void TransformerBlock::forward(Backend& backend, const Tensor& x, LayerActivatio
   qkv_.forward(backend, a.attn_norm_out, a.qkv);
   if (family_ == Family::Llama) backend.rope_forward(a.qkv, shape, rope_);
   backend.attention_forward(a.qkv, shape, a.attn_out, a.attn_lse);
+  forward_after_attention(backend, x, a);
+}
+
+void TransformerBlock::forward_cached(Backend& backend, const Tensor& x, Tensor& k_cache, Tensor& v_cache,
+                                      std::int64_t position, LayerActivations& a) const {
+  if (tp_.size > 1) {
+    throw std::logic_error("TransformerBlock::forward_cached: tensor-parallel blocks (tp_size " +
+                           std::to_string(tp_.size) + ") are not supported by cached generation yet");
+  }
+  const AttentionShape shape = attention_shape(x.dim(0), x.dim(1));
+  attn_norm_.forward(backend, x, a.attn_norm_out, a.attn_norm_mean, a.attn_norm_rstd);
+  qkv_.forward(backend, a.attn_norm_out, a.qkv);
+  if (family_ == Family::Llama) backend.rope_forward(a.qkv, shape, rope_, position);
+  backend.attention_cached_forward(a.qkv, shape, position, k_cache, v_cache, a.attn_out);
+  forward_after_attention(backend, x, a);
+}
+
+void TransformerBlock::forward_after_attention(Backend& backend, const Tensor& x, LayerActivations& a) const {
   // The projection lands straight in residual_mid and the residual is added on top: one
   // buffer, no copy of x.
   backend.linear_forward(a.attn_out, out_.weight, tp_.rank == 0 ? out_.bias : Tensor(), a.residual_mid);

@@ -38,12 +38,22 @@ class TransformerBlock {
   // Reads x [B, T, C]; fills every field of `acts` (acts.output is the block output).
   void forward(Backend& backend, const Tensor& x, LayerActivations& acts) const;
 
+  // Generation (forward only, tp = 1): x [B, T, C] holds T new tokens per sequence at
+  // positions [position, position + T). Their k/v are appended to k_cache/v_cache
+  // [B, Hkv, capacity, D] (which must hold positions [0, position) already) and every query
+  // attends to the cache up to its own position. Fills acts like forward, except attn_lse.
+  void forward_cached(Backend& backend, const Tensor& x, Tensor& k_cache, Tensor& v_cache, std::int64_t position,
+                      LayerActivations& acts) const;
+
   // On entry ws.d_residual holds ∂L/∂output; on exit it holds ∂L/∂x. Parameter gradients
   // accumulate (+=). x and acts must be what forward saw.
   void backward(Backend& backend, const Tensor& x, const LayerActivations& acts, Workspace& ws);
 
  private:
   AttentionShape attention_shape(std::int64_t batch, std::int64_t seq) const;
+  // The attention-out projection, residual add and MLP branch, shared by forward and
+  // forward_cached (everything after a.attn_out is written).
+  void forward_after_attention(Backend& backend, const Tensor& x, LayerActivations& a) const;
 
   Family family_;
   RopeConfig rope_;

@@ -320,4 +320,66 @@ void Transformer::backward_scalar(const Tensor& dvalues) {
   embed_backward(blocks_backward(scalar_head_backward(dvalues, 0), 0), 0);
 }
 
+// ---- generation ---------------------------------------------------------------------------
+
+KvCache Transformer::make_kv_cache(std::int64_t batch, std::int64_t capacity) const {
+  if (capacity > config_.max_seq_len) {
+    throw std::invalid_argument("Transformer::make_kv_cache: capacity " + std::to_string(capacity) +
+                                " exceeds max_seq_len " + std::to_string(config_.max_seq_len));
+  }
+  return KvCache(dims_, batch, capacity, backend_.device());
+}
+
+const Tensor& Transformer::forward_decode(const Tensor& ids, KvCache& cache, std::int64_t start_pos) {
+  require_stage(shard_.owns_embeddings() && shard_.owns_head(config_), "forward_decode",
+                "cached generation across pipeline stages is not supported yet (needs a single-stage shard)");
+  require_stage(shard_.tp_size == 1, "forward_decode",
+                "cached generation with tensor parallelism (tp_size > 1) is not supported yet");
+  require_stage(head_ == HeadKind::LM, "forward_decode", "needs an LM head, this model has a scalar head");
+  check_tokens(ids, "ids", "forward_decode");
+  const std::int64_t B = ids.dim(0), T = ids.dim(1), C = dims_.d_model, V = dims_.vocab;
+  if (cache.batch() != B || cache.layers() != dims_.layers) {
+    throw std::invalid_argument("Transformer::forward_decode: cache holds " + std::to_string(cache.batch()) +
+                                " sequences of " + std::to_string(cache.layers()) + " layers, ids are " +
+                                ids.describe() + " for a model of " + std::to_string(dims_.layers) + " layers");
+  }
+  if (start_pos < 0 || start_pos > cache.length()) {
+    throw std::invalid_argument("Transformer::forward_decode: start_pos " + std::to_string(start_pos) +
+                                " must be in [0, cache length " + std::to_string(cache.length()) + "]");
+  }
+  const std::int64_t end = start_pos + T;
+  if (end > cache.capacity() || end > config_.max_seq_len) {
+    throw std::invalid_argument("Transformer::forward_decode: positions up to " + std::to_string(end) +
+                                " exceed the cache capacity " + std::to_string(cache.capacity()) +
+                                " or max_seq_len " + std::to_string(config_.max_seq_len));
+  }
+
+  SlotActivations& s = decode_acts_;
+  s.plan(dims_, true, B, T, backend_.device());
+  parallel::VocabParallelEmbedding::forward(tp_, backend_, ids.reshape({B * T}), token_embedding_, s.input);
+  if (position_embedding_.defined()) {
+    const Tensor positions = position_embedding_.view(start_pos * C, {T, C});
+    for (std::int64_t b = 0; b < B; ++b) {
+      Tensor rows = s.input.view(b * T * C, {T, C});
+      backend_.add_inplace(rows, positions);
+    }
+  }
+  const Tensor* x = &s.input;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    const auto layer = static_cast<std::int64_t>(i);
+    blocks_[i].forward_cached(backend_, *x, cache.k(layer), cache.v(layer), start_pos, s.layers[i]);
+    x = &s.layers[i].output;
+  }
+  cache.set_length(end);
+
+  final_norm_.forward(backend_, *x, s.final_norm_out, s.final_norm_mean, s.final_norm_rstd);
+  if (!decode_logits_storage_.defined() || decode_logits_storage_.numel() < B * T * V) {
+    decode_logits_storage_ = Tensor::empty({B * T * V}, DType::F32, backend_.device());
+  }
+  decode_logits_ = decode_logits_storage_.view(0, {B, T, V});
+  Tensor logits = decode_logits_.reshape({B * T, V});
+  head_linear_.forward(backend_, s.final_norm_out, logits);
+  return decode_logits_;
+}
+
 }  // namespace loom::model

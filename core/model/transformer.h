@@ -38,6 +38,7 @@
 #include "core/backend.h"
 #include "core/model/activations.h"
 #include "core/model/block.h"
+#include "core/model/kv_cache.h"
 #include "core/model/layers.h"
 #include "core/model/model_config.h"
 #include "core/model/parameter_set.h"
@@ -97,6 +98,16 @@ class Transformer {
   // values [B, T] f32, valid until the next forward on slot 0.
   const Tensor& forward_scalar(const Tensor& ids);
   void backward_scalar(const Tensor& dvalues);  // dvalues [B, T] f32
+
+  // ---- generation (single stage, tp_size = 1, LM head; forward only) --------------------
+  // An empty cache for `batch` sequences of up to `capacity` positions (<= max_seq_len).
+  KvCache make_kv_cache(std::int64_t batch, std::int64_t capacity) const;
+  // ids [B, T] i32 are the tokens at positions [start_pos, start_pos + T) of each sequence;
+  // the cache must hold positions [0, start_pos) (prefill: start_pos 0, T = prompt length;
+  // decode: T = 1). Appends their keys/values, sets cache.length() = start_pos + T and
+  // returns logits [B, T, V], valid until the next forward_decode. Throws std::logic_error
+  // for a pipeline stage or a tensor-parallel shard (not supported yet).
+  const Tensor& forward_decode(const Tensor& ids, KvCache& cache, std::int64_t start_pos);
 
   // ---- stage steps (pipeline schedules) -------------------------------------------------
   // Embedding lookup (stage with layer 0): returns the hidden state [B, T, C] of the slot.
@@ -161,6 +172,9 @@ class Transformer {
   GradRange head_range_, embed_range_;
   std::vector<GradRange> layer_ranges_;  // per owned layer, first to last
   GradReadyHook grad_ready_;
+  SlotActivations decode_acts_;  // forward_decode's activations, sized for its (B, T)
+  Tensor decode_logits_storage_; // flat, sized for the largest B·T·V seen
+  Tensor decode_logits_;         // [B, T, V] view of it: the last forward_decode's logits
 };
 
 }  // namespace loom::model

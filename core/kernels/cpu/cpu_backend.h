@@ -66,6 +66,8 @@ class CpuBackend final : public Backend {
   void attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out, Tensor& lse) override;
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                           const AttentionShape& shape, Tensor& dqkv) override;
+  void attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
+                                Tensor& k_cache, Tensor& v_cache, Tensor& out) override;
 
   void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,

@@ -1,0 +1,115 @@
+// Attention over a key/value cache for the CPU backend (generation): the new tokens' k and v
+// heads are appended to the cache, then each new query attends to every cached position up
+// to its own. Decode steps have one query row per head, so this is a plain two-pass softmax
+// over the row's scores (no tiling): the work is dominated by reading the cache once.
+//
+// Rows are independent and each (batch, query head) task writes only its own output rows,
+// so results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/kernels/cpu/cpu_backend.h"
+#include "core/kernels/cpu/kernel_util.h"
+
+namespace loom::cpu {
+
+using namespace detail;
+
+namespace {
+
+void check_cache(const char* op, const char* name, const Tensor& cache, const AttentionShape& s,
+                 std::int64_t position) {
+  require_f32(op, name, cache);
+  if (cache.ndim() != 4 || cache.dim(0) != s.batch || cache.dim(1) != s.kv_heads || cache.dim(3) != s.head_dim) {
+    fail(op, std::string(name) + " is " + cache.describe() + ", expected [batch, kv_heads, capacity, head_dim] = [" +
+                 std::to_string(s.batch) + ", " + std::to_string(s.kv_heads) + ", capacity, " +
+                 std::to_string(s.head_dim) + "]");
+  }
+  if (position < 0 || position + s.seq > cache.dim(2)) {
+    fail(op, "positions [" + std::to_string(position) + ", " + std::to_string(position + s.seq) + ") do not fit " +
+                 name + " capacity " + std::to_string(cache.dim(2)));
+  }
+}
+
+}  // namespace
+
+void CpuBackend::attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
+                                          Tensor& k_cache, Tensor& v_cache, Tensor& out) {
+  const char* op = "attention_cached_forward";
+  require_attention(op, shape, "qkv", qkv);
+  check_cache(op, "k_cache", k_cache, shape, position);
+  check_cache(op, "v_cache", v_cache, shape, position);
+  require_numel(op, "out", out, shape.batch * shape.seq * shape.q_heads * shape.head_dim,
+                "[batch, seq, q_heads * head_dim] = [" + std::to_string(shape.batch) + ", " +
+                    std::to_string(shape.seq) + ", " + std::to_string(shape.q_heads * shape.head_dim) + "]");
+  const std::int64_t B = shape.batch, T = shape.seq, D = shape.head_dim;
+  const std::int64_t Hq = shape.q_heads, Hkv = shape.kv_heads, group = Hq / Hkv;
+  const std::int64_t capacity = k_cache.dim(2);
+  const std::int64_t width = qkv_width(shape);
+  const float* x = qkv.data<float>();
+  float* kc = k_cache.data<float>();
+  float* vc = v_cache.data<float>();
+  float* o = out.data<float>();
+
+#pragma omp parallel for collapse(2) schedule(static) if(parallel : worth_parallel(B * Hkv * T * D))
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t g = 0; g < Hkv; ++g) {
+      for (std::int64_t t = 0; t < T; ++t) {
+        const float* token = x + (b * T + t) * width;
+        float* krow = kc + ((b * Hkv + g) * capacity + position + t) * D;
+        float* vrow = vc + ((b * Hkv + g) * capacity + position + t) * D;
+        std::copy(token + (Hq + g) * D, token + (Hq + g + 1) * D, krow);
+        std::copy(token + (Hq + Hkv + g) * D, token + (Hq + Hkv + g + 1) * D, vrow);
+      }
+    }
+  }
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const std::int64_t keys = position + T;
+#pragma omp parallel if(parallel : worth_parallel(B * Hq * T * keys * D))
+  {
+    std::vector<float> scores(static_cast<std::size_t>(keys));
+    std::vector<float> acc(static_cast<std::size_t>(D));
+#pragma omp for collapse(2) schedule(static)
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t h = 0; h < Hq; ++h) {
+        const std::int64_t g = h / group;
+        const float* kbase = kc + (b * Hkv + g) * capacity * D;
+        const float* vbase = vc + (b * Hkv + g) * capacity * D;
+        for (std::int64_t t = 0; t < T; ++t) {
+          const float* q = x + (b * T + t) * width + h * D;
+          const std::int64_t visible = position + t + 1;
+          float row_max = -INFINITY;
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float* k = kbase + j * D;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (std::int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
+            scores[static_cast<std::size_t>(j)] = dot * scale;
+            row_max = std::max(row_max, dot * scale);
+          }
+          float denom = 0.0f;
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float p = std::exp(scores[static_cast<std::size_t>(j)] - row_max);
+            scores[static_cast<std::size_t>(j)] = p;
+            denom += p;
+          }
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          float* a = acc.data();
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float p = scores[static_cast<std::size_t>(j)];
+            const float* v = vbase + j * D;
+#pragma omp simd
+            for (std::int64_t d = 0; d < D; ++d) a[d] += p * v[d];
+          }
+          float* orow = o + (b * T + t) * Hq * D + h * D;
+          const float inv = 1.0f / denom;
+          for (std::int64_t d = 0; d < D; ++d) orow[d] = a[d] * inv;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace loom::cpu
