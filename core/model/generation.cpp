@@ -1,5 +1,7 @@
 #include "core/model/generation.h"
 
+#include "core/mix64.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,13 +12,6 @@
 namespace loom::model {
 
 namespace {
-
-std::uint64_t mix64(std::uint64_t z) {
-  z += 0x9E3779B97F4A7C15ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 std::int32_t argmax(const float* logits, std::int64_t vocab) {
   std::int64_t best = 0;

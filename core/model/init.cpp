@@ -1,5 +1,7 @@
 #include "core/model/init.h"
 
+#include "core/mix64.h"
+
 #include <cmath>
 #include <numbers>
 #include <vector>
@@ -7,13 +9,6 @@
 namespace loom::model {
 
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 std::uint64_t fnv1a(const std::string& text) {
   std::uint64_t h = 0xcbf29ce484222325ull;
@@ -30,7 +25,7 @@ double uniform_open(std::uint64_t bits) {
 }
 
 // Box–Muller turns one pair of uniforms into two normals, so global elements 2k and 2k+1
-// share pair k (cosine and sine branch). splitmix64's finaliser is a bijection with full
+// share pair k (cosine and sine branch). mix64 (SplitMix64's finaliser) is a bijection with full
 // avalanche, so hashing key + counter gives independent-looking uniforms for distinct
 // counters of one key (the Philox "counter-based" idea with a cheaper mixer).
 struct NormalPair {
@@ -39,8 +34,8 @@ struct NormalPair {
 
 NormalPair normal_pair(std::uint64_t key, std::int64_t pair) {
   const std::uint64_t counter = static_cast<std::uint64_t>(pair) * 2;
-  const double u1 = uniform_open(splitmix64(key + counter));
-  const double u2 = uniform_open(splitmix64(key + counter + 1));
+  const double u1 = uniform_open(mix64(key + counter));
+  const double u2 = uniform_open(mix64(key + counter + 1));
   const double radius = std::sqrt(-2.0 * std::log(u1));
   const double angle = 2.0 * std::numbers::pi * u2;
   return NormalPair{static_cast<float>(radius * std::cos(angle)), static_cast<float>(radius * std::sin(angle))};
@@ -52,7 +47,7 @@ float normal_from_key(std::uint64_t key, std::int64_t index) {
 }
 
 std::uint64_t parameter_key(std::uint64_t seed, const std::string& name) {
-  return splitmix64(splitmix64(seed) ^ fnv1a(name));
+  return mix64(mix64(seed) ^ fnv1a(name));
 }
 
 }  // namespace

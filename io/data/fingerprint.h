@@ -7,6 +7,8 @@
 // Thread safety: Fingerprint is a plain value; the free functions are reentrant.
 #pragma once
 
+#include "core/mix64.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -41,14 +43,7 @@ std::uint64_t fingerprint_path(const std::filesystem::path& path);
 std::string fingerprint_hex(std::uint64_t value);
 std::uint64_t parse_fingerprint_hex(std::string_view text);
 
-// A well-mixed 64-bit function of one 64-bit input (SplitMix64's finaliser). Used for
-// counter-based random numbers and hash splits, where the same input must always give the
-// same output.
-constexpr std::uint64_t mix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+// mix64 (core/mix64.h), for the io code that hashes and splits.
+using loom::mix64;
 
 }  // namespace loom::io
