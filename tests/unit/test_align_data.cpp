@@ -6,6 +6,8 @@
 #define BOOST_TEST_MODULE align_data
 #include <boost/test/unit_test.hpp>
 
+#include "tests/unit/run_command.h"
+
 #include "io/data/arithmetic.h"
 #include "io/data/npm_paths.h"
 #include "io/data/prepare.h"
@@ -47,15 +49,7 @@ fs::path temp_path(const std::string& name) {
   return fs::temp_directory_path() / ("loom_test_align_" + std::to_string(::getpid()) + "_" + name);
 }
 
-std::string run(const std::string& command) {
-  const fs::path out = temp_path("cmd.txt");
-  const int status = std::system((command + " > " + out.string() + " 2>&1").c_str());
-  std::ifstream in(out);
-  std::stringstream text;
-  text << in.rdbuf();
-  fs::remove(out);
-  return "status " + std::to_string(WEXITSTATUS(status)) + "\n" + text.str();
-}
+std::string run(const std::string& command) { return run_command(command, temp_path("cmd.txt")); }
 
 using SynsetKey = std::pair<char, std::uint32_t>;
 

@@ -4,6 +4,8 @@
 #define BOOST_TEST_MODULE data_store
 #include <boost/test/unit_test.hpp>
 
+#include "tests/unit/run_command.h"
+
 #include "io/data/chat_template.h"
 #include "io/data/npm_paths.h"
 #include "io/data/prepare.h"
@@ -115,15 +117,7 @@ std::string error_of(const fs::path& file) {
   return "";
 }
 
-std::string run(const std::string& command) {
-  const fs::path out = temp_path("cmd.txt");
-  const int status = std::system((command + " > " + out.string() + " 2>&1").c_str());
-  std::ifstream in(out);
-  std::stringstream text;
-  text << in.rdbuf();
-  fs::remove(out);
-  return "status " + std::to_string(WEXITSTATUS(status)) + "\n" + text.str();
-}
+std::string run(const std::string& command) { return run_command(command, temp_path("cmd.txt")); }
 
 }  // namespace
 
