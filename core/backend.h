@@ -103,6 +103,21 @@ class Backend {
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                                Tensor& dup) = 0;
 
+  // ---- dropout with a counter-based mask (LoRA inputs). x, y [N, F] f32:
+  // y = x · keep / (1 - p) (y += that with accumulate), keep[n, j] = (u >= p) for the uniform
+  // u in [0, 1) from the top 53 bits of mix64(key + (token0 + n) · features + feature0 + j)
+  // (core/mix64.h). The mask is a pure function of the key and each element's global (token,
+  // feature) index, so every rank, layout and repeat of a step draws the same one; applying
+  // the op to an input's gradient with the same arguments is dropout's backward.
+  struct DropoutArgs {
+    float p = 0.0f;
+    std::uint64_t key = 0;
+    std::int64_t token0 = 0;    // global index of row 0 of x
+    std::int64_t features = 0;  // global row width (F, or F·tp for a tp slice)
+    std::int64_t feature0 = 0;  // global index of column 0 of x
+  };
+  virtual void dropout_forward(const Tensor& x, Tensor& y, const DropoutArgs& args, bool accumulate = false) = 0;
+
   // ---- rotary embedding, in place on the q and k heads of a packed qkv (see
   // AttentionShape); token t of every sequence has position position_offset + t.
   // rope_backward applies the inverse rotation to dqkv in place.

@@ -40,6 +40,7 @@ nlohmann::json to_json(const TrainState& state) {
                          {"skipped_steps", state.skipped_steps}, {"rollbacks", state.rollbacks},
                          {"loader", loader},            {"skip_batches", state.skip_batches}};
   if (state.val_loss) json["val_loss"] = *state.val_loss;
+  if (!state.trainer.is_null()) json["trainer"] = state.trainer;
   return json;
 }
 
@@ -53,14 +54,19 @@ TrainState train_state_from_json(const nlohmann::json& json, const std::string& 
     io::from_json(json.at("loader"), state.loader);
     state.skip_batches = json.value("skip_batches", std::vector<std::int64_t>{});
     if (json.contains("val_loss")) state.val_loss = json["val_loss"].get<double>();
+    if (json.contains("trainer")) state.trainer = json["trainer"];
     return state;
   } catch (const std::exception& e) {
     throw std::runtime_error(where + ": training state is incomplete: " + e.what());
   }
 }
 
-Checkpointer::Checkpointer(Engine& engine, CheckpointOptions options, nlohmann::json meta)
-    : engine_(engine), options_(std::move(options)), meta_(std::move(meta)) {
+Checkpointer::Checkpointer(std::vector<CheckpointedModel> models, CheckpointOptions options, nlohmann::json meta)
+    : models_(std::move(models)), engine_(*models_.at(0).engine), options_(std::move(options)), meta_(std::move(meta)) {
+  for (std::size_t i = 1; i < models_.size(); ++i) {
+    if (models_[i].prefix.empty()) throw std::invalid_argument("Checkpointer: every model but the first needs a prefix");
+    meta_["model_configs"][models_[i].prefix] = io::model_config_json(models_[i].engine->config());
+  }
   // One id per run, the same on every rank, ties each shard to its save.
   double id[1] = {0.0};
   if (engine_.leader()) id[0] = static_cast<double>(std::random_device{}() & 0x7fffffffu);
@@ -79,81 +85,98 @@ Checkpointer::~Checkpointer() {
 }
 
 std::vector<io::ckpt::SavePiece> Checkpointer::owned_pieces() {
-  const auto& groups = engine_.groups();
-  const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
-  model::ParameterSet& params = engine_.model().params();
   std::vector<io::ckpt::SavePiece> pieces;
-  auto add = [&](const std::string& tensor, const model::ParameterEntry& e, const std::vector<model::SliceBox>& boxes,
-                 const float* base) {
-    for (const model::SliceBox& box : boxes) {
-      if (box.tp_owner) pieces.push_back({tensor + e.name, e.global_shape, to_box(box), base + box.local_offset});
-    }
-  };
-  for (const model::ParameterEntry& e : params.entries()) {
-    if (groups.dp_rank() != 0 || engine_.tied_replica(e.name)) continue;
-    add("model/", e, model::slice_boxes(e, tp_rank, tp_size, 0, e.numel), params.values().data<float>() + e.offset);
-  }
-  for (const Engine::OptimizerPart& part : engine_.optimizer_parts()) {
-    if (!part.dp_unique && groups.dp_rank() != 0) continue;
-    optim::AdamW& opt = *part.optimizer;
-    const std::int64_t begin = opt.range_begin(), end = opt.range_end();
+  for (const CheckpointedModel& model : models_) {
+    Engine& engine = *model.engine;
+    const auto& groups = engine.groups();
+    const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
+    model::ParameterSet& params = engine.model().params();
+    auto add = [&](const std::string& tensor, const model::ParameterEntry& e, const std::vector<model::SliceBox>& boxes,
+                   const float* base) {
+      for (const model::SliceBox& box : boxes) {
+        if (box.tp_owner) {
+          pieces.push_back({model.prefix + tensor + e.name, e.global_shape, to_box(box), base + box.local_offset});
+        }
+      }
+    };
     for (const model::ParameterEntry& e : params.entries()) {
-      if (engine_.tied_replica(e.name)) continue;
-      const auto boxes = boxes_in_range(e, begin, end, tp_rank, tp_size);
-      if (boxes.empty()) continue;
-      // Box offsets are within the entry; the moments start at the range's first element.
-      const std::int64_t shift = e.offset - begin;
-      add(kMoments[0], e, boxes, opt.exp_avg().data<float>() + shift);
-      add(kMoments[1], e, boxes, opt.exp_avg_sq().data<float>() + shift);
+      if (groups.dp_rank() != 0 || engine.tied_replica(e.name)) continue;
+      add("model/", e, model::slice_boxes(e, tp_rank, tp_size, 0, e.numel), params.values().data<float>() + e.offset);
+    }
+    for (const Engine::OptimizerPart& part : engine.optimizer_parts()) {
+      if (!part.dp_unique && groups.dp_rank() != 0) continue;
+      optim::AdamW& opt = *part.optimizer;
+      const std::int64_t begin = opt.range_begin(), end = opt.range_end();
+      for (const model::ParameterEntry& e : params.entries()) {
+        if (engine.tied_replica(e.name)) continue;
+        const auto boxes = boxes_in_range(e, begin, end, tp_rank, tp_size);
+        if (boxes.empty()) continue;
+        // Box offsets are within the entry; the moments start at the range's first element.
+        const std::int64_t shift = e.offset - begin;
+        add(kMoments[0], e, boxes, opt.exp_avg().data<float>() + shift);
+        add(kMoments[1], e, boxes, opt.exp_avg_sq().data<float>() + shift);
+      }
     }
   }
   return pieces;
 }
 
-void Checkpointer::check_model(const io::ckpt::CheckpointReader& reader) const {
+void Checkpointer::check_model(const io::ckpt::CheckpointReader& reader, const CheckpointedModel& model) const {
   const nlohmann::json& index = reader.index();
-  const nlohmann::json ours = io::model_config_json(engine_.config());
-  if (!index.contains("model_config") || !index["model_config"].is_object()) {
-    throw std::runtime_error(reader.dir().string() + ": the checkpoint records no model_config to check against");
+  const nlohmann::json ours = io::model_config_json(model.engine->config());
+  const std::string what = model.prefix.empty() ? "model" : "model " + model.prefix;
+  const nlohmann::json* stored = nullptr;
+  if (model.prefix.empty() && index.contains("model_config")) stored = &index["model_config"];
+  if (!model.prefix.empty() && index.contains("model_configs") && index["model_configs"].contains(model.prefix)) {
+    stored = &index["model_configs"][model.prefix];
   }
-  if (index["model_config"] != ours) {
+  if (stored == nullptr || !stored->is_object()) {
+    throw std::runtime_error(reader.dir().string() + ": the checkpoint records no config of " + what +
+                             " to check against (was it written by another trainer?)");
+  }
+  if (*stored != ours) {
     for (const auto& [key, value] : ours.items()) {
-      if (index["model_config"].value(key, nlohmann::json()) != value) {
-        throw std::runtime_error(reader.dir().string() + ": the checkpoint's model has " + key + " = " +
-                                 index["model_config"].value(key, nlohmann::json()).dump() + " but this run's has " +
-                                 value.dump() + " (model.* settings must match the checkpoint)");
+      if (stored->value(key, nlohmann::json()) != value) {
+        throw std::runtime_error(reader.dir().string() + ": the checkpoint's " + what + " has " + key + " = " +
+                                 stored->value(key, nlohmann::json()).dump() + " but this run's has " + value.dump() +
+                                 " (model.* settings must match the checkpoint)");
       }
     }
   }
 }
 
-void Checkpointer::load(io::ckpt::CheckpointReader& reader) {
-  const nlohmann::json& index = reader.index();
-  const auto& groups = engine_.groups();
+void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedModel& model) {
+  Engine& engine = *model.engine;
+  const nlohmann::json& state = reader.index().at("state");
+  const auto& groups = engine.groups();
   const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
-  model::ParameterSet& params = engine_.model().params();
+  model::ParameterSet& params = engine.model().params();
   std::vector<io::ckpt::ReadRequest> requests;
   for (const model::ParameterEntry& e : params.entries()) {
     float* base = params.values().data<float>() + e.offset;
     for (const model::SliceBox& box : model::slice_boxes(e, tp_rank, tp_size, 0, e.numel)) {
-      requests.push_back({"model/" + e.name, to_box(box), base + box.local_offset});
+      requests.push_back({model.prefix + "model/" + e.name, to_box(box), base + box.local_offset});
     }
   }
-  const std::int64_t optimizer_steps = index.at("state").value("optimizer_steps", std::int64_t{0});
-  for (const Engine::OptimizerPart& part : engine_.optimizer_parts()) {
+  const std::int64_t optimizer_steps =
+      model.prefix.empty() ? state.value("optimizer_steps", std::int64_t{0})
+                           : state.at("optimizer_steps_by_model").at(model.prefix).get<std::int64_t>();
+  for (const Engine::OptimizerPart& part : engine.optimizer_parts()) {
     optim::AdamW& opt = *part.optimizer;
     const std::int64_t begin = opt.range_begin(), end = opt.range_end();
     for (const model::ParameterEntry& e : params.entries()) {
       const auto boxes = boxes_in_range(e, begin, end, tp_rank, tp_size);
       const std::int64_t shift = e.offset - begin;
       for (const model::SliceBox& box : boxes) {
-        requests.push_back({kMoments[0] + e.name, to_box(box), opt.exp_avg().data<float>() + shift + box.local_offset});
-        requests.push_back({kMoments[1] + e.name, to_box(box), opt.exp_avg_sq().data<float>() + shift + box.local_offset});
+        requests.push_back({model.prefix + kMoments[0] + e.name, to_box(box),
+                            opt.exp_avg().data<float>() + shift + box.local_offset});
+        requests.push_back({model.prefix + kMoments[1] + e.name, to_box(box),
+                            opt.exp_avg_sq().data<float>() + shift + box.local_offset});
       }
     }
   }
   reader.read_all(requests);
-  for (const Engine::OptimizerPart& part : engine_.optimizer_parts()) part.optimizer->set_steps_taken(optimizer_steps);
+  for (const Engine::OptimizerPart& part : engine.optimizer_parts()) part.optimizer->set_steps_taken(optimizer_steps);
 }
 
 void Checkpointer::run_saver() {
@@ -201,8 +224,15 @@ std::optional<SaveReport> Checkpointer::save(const TrainState& state, const nloh
   shard_ = io::ckpt::ShardWrite{io::ckpt::temporary_dir(options_.root, state.step, save_id),
                                 engine_.groups().world_rank(), state.step, save_id, owned_pieces(), rank_state};
   pending_state_ = to_json(state);
-  const auto parts = engine_.optimizer_parts();
-  pending_state_["optimizer_steps"] = parts.empty() ? 0 : parts.front().optimizer->steps_taken();
+  for (const CheckpointedModel& model : models_) {
+    const auto parts = model.engine->optimizer_parts();
+    const std::int64_t steps = parts.empty() ? 0 : parts.front().optimizer->steps_taken();
+    if (model.prefix.empty()) {
+      pending_state_["optimizer_steps"] = steps;
+    } else {
+      pending_state_["optimizer_steps_by_model"][model.prefix] = steps;
+    }
+  }
   report_ = SaveReport{};
   report_.step = state.step;
   report_.stall_s = since(start);
@@ -331,9 +361,10 @@ std::optional<TrainState> Checkpointer::resume(const std::optional<std::filesyst
       problems.push_back(e.what());
     }
     if (reader) {
-      check_model(*reader);  // another model is a configuration error, not a damaged checkpoint
+      // Another model is a configuration error, not a damaged checkpoint.
+      for (const CheckpointedModel& model : models_) check_model(*reader, model);
       try {
-        load(*reader);
+        for (const CheckpointedModel& model : models_) load(*reader, model);
       } catch (const std::exception& e) {
         problems.push_back(e.what());
       }

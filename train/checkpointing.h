@@ -46,6 +46,7 @@ struct TrainState {
   io::LoaderState loader;
   std::vector<std::int64_t> skip_batches;  // global batch numbers never to train on (rolled back)
   std::optional<double> val_loss;
+  nlohmann::json trainer;  // what a trainer keeps across steps (PPO's adaptive KL coefficient)
 };
 nlohmann::json to_json(const TrainState& state);
 TrainState train_state_from_json(const nlohmann::json& json, const std::string& where);
@@ -71,10 +72,22 @@ struct SaveReport {
   std::string error;       // when !ok: the first failure (rank and message)
 };
 
+// One trained model of a checkpoint. A trainer with several (PPO: actor and critic) gives
+// each a prefix: its tensors are stored as "<prefix>model/…" and "<prefix>optim/…", and its
+// model config under index.json's "model_configs"/<prefix>. The first model's prefix is ""
+// (the SFT layout); all engines span the same world.
+struct CheckpointedModel {
+  std::string prefix;
+  Engine* engine = nullptr;
+};
+
 class Checkpointer {
  public:
   // `meta` goes into every index.json: "config", "layout", "model_config", "program".
-  Checkpointer(Engine& engine, CheckpointOptions options, nlohmann::json meta);
+  Checkpointer(Engine& engine, CheckpointOptions options, nlohmann::json meta)
+      : Checkpointer(std::vector<CheckpointedModel>{{"", &engine}}, std::move(options), std::move(meta)) {}
+  // Several models; meta's "model_configs" is filled in here for the prefixed ones.
+  Checkpointer(std::vector<CheckpointedModel> models, CheckpointOptions options, nlohmann::json meta);
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
@@ -102,12 +115,13 @@ class Checkpointer {
  private:
   std::vector<io::ckpt::SavePiece> owned_pieces();
   // Throws std::runtime_error naming the first model.* field that differs from the checkpoint's.
-  void check_model(const io::ckpt::CheckpointReader& reader) const;
-  void load(io::ckpt::CheckpointReader& reader);
+  void check_model(const io::ckpt::CheckpointReader& reader, const CheckpointedModel& model) const;
+  void load(io::ckpt::CheckpointReader& reader, const CheckpointedModel& model);
   void run_saver();
   std::optional<SaveReport> complete();
 
-  Engine& engine_;
+  std::vector<CheckpointedModel> models_;
+  Engine& engine_;  // the first model's: its world runs the collectives
   CheckpointOptions options_;
   nlohmann::json meta_;
   std::uint32_t run_id_ = 0;

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/model/lora.h"
 #include "io/weights/model_weights.h"
 #include "launch/mpi_runtime.h"
 
@@ -55,6 +56,8 @@ std::vector<std::int64_t> checked_stages(const model::ModelConfig& config, const
     throw std::invalid_argument("parallel.tp = " + std::to_string(options.layout.tp) + " does not fit the model: " +
                                 e.what());
   }
+  // The adapters' own checks (targets, the family's linears) before any rank builds a shard.
+  model::parameter_specs(config, model::ShardSpec::whole(config), options.head, options.lora);
   return stages;
 }
 
@@ -147,11 +150,14 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
   make(launch::GroupAxis::Pp, pp_mpi_, pp_comm_);
   pp_ = parallel::PpGroup{pp_comm_.get(), groups_.pp_rank(), groups_.pp_size()};
   shard_ = shard_for(config_, stages_, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
-  model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_);
+  model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_, options_.lora);
+  trainable_ = model_->trainable_range();
   if (groups_.tp_size() > 1) {
     model_->set_tensor_parallel(parallel::TpGroup{tp_comm_.get(), groups_.tp_rank(), groups_.tp_size()});
   }
-  tied_copies_ = groups_.pp_size() > 1 && options_.head == model::HeadKind::LM && config_.tie_embeddings;
+  // Frozen under LoRA: the two copies of a tied embedding then never change.
+  tied_copies_ = groups_.pp_size() > 1 && options_.head == model::HeadKind::LM && config_.tie_embeddings &&
+                 !options_.lora.enabled();
   if (dp_comm_ && !options_.zero1) {
     reducer_ = std::make_unique<parallel::GradReducer>(model_->params().grads(), model_->grad_ranges(), dp_comm_.get(),
                                                        options_.bucket_elements);
@@ -162,7 +168,10 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
 
 Engine::~Engine() = default;
 
-void Engine::init_weights(std::uint64_t seed) { model_->init_weights(seed); }
+void Engine::init_weights(std::uint64_t seed) {
+  seed_ = seed;
+  model_->init_weights(seed);
+}
 
 void Engine::load_weights(const std::string& file) {
   // Every rank reads the whole file and keeps its slice: simple and fine for the models that
@@ -171,6 +180,7 @@ void Engine::load_weights(const std::string& file) {
   io::load_model_weights(file, whole);
   model::ParameterSet& mine = model_->params();
   for (const model::ParameterEntry& e : mine.entries()) {
+    if (model::is_lora_parameter(e.name)) continue;  // adapters keep their init: the file is a plain model
     copy_slice(e, shard_, mine.value(e), whole.params().value(e.name), /*to_whole=*/false);
   }
 }
@@ -184,7 +194,8 @@ std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend)
     if (groups_.dp_rank() == 0) world_comm_->send(model_->params().values(), 0, kTag);
     return nullptr;
   }
-  auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, backend);
+  auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, backend,
+                                                    options_.lora);
   auto place = [&](const model::ParameterSet& from, const model::ShardSpec& spec) {
     for (const model::ParameterEntry& e : from.entries()) {
       copy_slice(e, spec, from.value(e), whole->params().value(e.name), /*to_whole=*/true);
@@ -195,24 +206,27 @@ std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend)
     const launch::RankCoordinates c = launch::coordinates_of(rank, world, layout);
     if (c.dp_rank != 0) continue;
     const model::ShardSpec spec = shard_for(config_, stages_, c.pp_rank, c.tp_rank, layout.tp);
-    model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head), backend);
+    model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head, options_.lora), backend);
     world_comm_->recv(slice.values(), rank, kTag);
     place(slice, spec);
   }
+  if (options_.lora.enabled()) return model::merge_lora(*whole, backend);
   return whole;
 }
 
 void Engine::make_optimizer(const optim::AdamWConfig& config) {
   model::ParameterSet& params = model_->params();
+  const std::int64_t begin = trainable_.begin, end = trainable_.end;
   if (!options_.zero1 || groups_.dp_size() == 1) {
-    optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_);
+    optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, begin, end);
     return;
   }
   const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank();
-  zero_shard_ = params.numel() / dp;
-  optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, r * zero_shard_, (r + 1) * zero_shard_);
-  if (params.numel() > dp * zero_shard_) {
-    tail_optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, dp * zero_shard_, params.numel());
+  zero_shard_ = (end - begin) / dp;
+  optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, begin + r * zero_shard_,
+                                              begin + (r + 1) * zero_shard_);
+  if (end - begin > dp * zero_shard_) {
+    tail_optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, begin + dp * zero_shard_, end);
   }
   zero_scratch_ = Tensor::empty({zero_shard_}, DType::F32, backend_.device());
   build_norm_ranges();
@@ -239,12 +253,17 @@ StepTimes Engine::forward_backward(parallel::StageWork& work, int micro_batches,
   StepTimes times;
   std::function<void()> arm;
   if (reducer_) arm = [this] { reducer_->arm(); };
+  // This dp rank's rows of the global batch start at dp_rank · (its rows), as the loader
+  // hands them out, so every layout keys a sample's LoRA dropout mask the same way.
+  model_->set_lora_dropout({true, seed_, optimizer_ ? optimizer_->steps_taken() : 0,
+                            static_cast<std::int64_t>(groups_.dp_rank()) * micro_batches * micro_rows});
   times.pipeline = parallel::run_pipeline(*model_, pp_, options_.schedule, micro_batches, micro_rows, seq, work, arm);
   return times;
 }
 
 parallel::PipelineTimes Engine::forward_only(parallel::StageWork& work, int micro_batches, std::int64_t micro_rows,
                                              std::int64_t seq) {
+  model_->set_lora_dropout({});  // evaluation: no dropout
   return parallel::run_pipeline_forward(*model_, pp_, micro_batches, micro_rows, seq, work);
 }
 
@@ -278,25 +297,33 @@ double Engine::reduce_gradients() {
   if (options_.zero1 && dp_comm_) {
     // Everything that adds copies together first, then each dp rank receives the sum of its
     // shard (the tied copies' shards are re-synchronised from stage 0 after the update).
-    parallel::sum_replicated_kv_grads(tp, backend_, params);
+    sum_tp_replicas(tp, params);
     exchange_tied_embedding_grads();
-    const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank();
-    Tensor body = params.grads().view(0, {dp * zero_shard_});
+    const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank(), begin = trainable_.begin;
+    Tensor body = params.grads().view(begin, {dp * zero_shard_});
     dp_comm_->reduce_scatter_sum(body, zero_scratch_);
-    Tensor mine = params.grads().view(r * zero_shard_, {zero_shard_});
+    Tensor mine = params.grads().view(begin + r * zero_shard_, {zero_shard_});
     backend_.copy(zero_scratch_, mine);
     if (tail_optimizer_) {
-      Tensor tail = params.grads().view(dp * zero_shard_, {params.numel() - dp * zero_shard_});
+      Tensor tail = params.grads().view(begin + dp * zero_shard_, {trainable_.end - begin - dp * zero_shard_});
       dp_comm_->all_reduce_sum(tail);
     }
   } else {
     // After the dp sum every replica of a kv head and both tied copies hold dp-reduced
     // values, so the sums below give the same bits on every rank that holds a copy.
     if (reducer_) reducer_->finish();
-    parallel::sum_replicated_kv_grads(tp, backend_, params);
+    sum_tp_replicas(tp, params);
     exchange_tied_embedding_grads();
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void Engine::sum_tp_replicas(const parallel::TpGroup& tp, model::ParameterSet& params) {
+  if (options_.lora.enabled()) {
+    model::sum_lora_grads_over_tp(tp, backend_, params);  // the frozen kv replicas have no gradient
+  } else {
+    parallel::sum_replicated_kv_grads(tp, backend_, params);
+  }
 }
 
 void Engine::build_norm_ranges() {
@@ -304,16 +331,16 @@ void Engine::build_norm_ranges() {
   const parallel::TpGroup& tp = model_->tensor_parallel();
   // The elements this rank counts: all of them on dp rank 0 (plain dp: every dp rank holds the
   // same sums), its own shard (and rank 0 the tail) under ZeRO-1.
-  std::int64_t lo = 0, hi = params.numel();
+  std::int64_t lo = trainable_.begin, hi = trainable_.end;
   bool counts_tail = false;
   if (options_.zero1 && dp_comm_) {
-    lo = groups_.dp_rank() * zero_shard_;
+    lo = trainable_.begin + groups_.dp_rank() * zero_shard_;
     hi = lo + zero_shard_;
     counts_tail = groups_.dp_rank() == 0;
   } else if (groups_.dp_rank() != 0) {
     hi = lo;
   }
-  const std::int64_t tail_lo = groups_.dp_size() * zero_shard_;
+  const std::int64_t tail_lo = trainable_.begin + groups_.dp_size() * zero_shard_;
   norm_ranges_.clear();
   for (const model::ParameterEntry& e : params.entries()) {
     if (tied_copies_ && !pp_.first() && e.name == "embed.tokens.weight") continue;  // counted on stage 0
@@ -325,7 +352,7 @@ void Engine::build_norm_ranges() {
         if (from < to) norm_ranges_.push_back(parallel::WeightedRange{from, to - from, w.weight});
       };
       add(lo, hi);
-      if (counts_tail) add(tail_lo, params.numel());
+      if (counts_tail) add(tail_lo, trainable_.end);
     }
   }
 }
@@ -346,9 +373,9 @@ void Engine::optimizer_step(float lr, float grad_scale) {
   if (tail_optimizer_) tail_optimizer_->step(lr, grad_scale);
   if (options_.zero1 && dp_comm_) {
     model::ParameterSet& params = model_->params();
-    const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank();
-    backend_.copy(params.values().view(r * zero_shard_, {zero_shard_}), zero_scratch_);
-    Tensor body = params.values().view(0, {dp * zero_shard_});
+    const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank(), begin = trainable_.begin;
+    backend_.copy(params.values().view(begin + r * zero_shard_, {zero_shard_}), zero_scratch_);
+    Tensor body = params.values().view(begin, {dp * zero_shard_});
     dp_comm_->all_gather(zero_scratch_, body);
     broadcast_tied_embedding();
   }
@@ -368,10 +395,11 @@ void Engine::reset_comm_seconds() {
 MemoryReport Engine::memory(int micro_batches, std::int64_t micro_rows, std::int64_t seq) const {
   MemoryReport m;
   const std::int64_t numel = model_->params().numel();
+  const std::int64_t trainable = trainable_.end - trainable_.begin;
   m.parameters = numel * 4;
-  m.gradients = numel * 4;
-  std::int64_t state = numel;  // ZeRO-1: this rank's shard plus the shared tail
-  if (options_.zero1 && groups_.dp_size() > 1) state = zero_shard_ + (numel - groups_.dp_size() * zero_shard_);
+  m.gradients = numel * 4;  // allocated whole; under LoRA only the adapters' part is ever written
+  std::int64_t state = trainable;  // ZeRO-1: this rank's shard plus the shared tail
+  if (options_.zero1 && groups_.dp_size() > 1) state = zero_shard_ + (trainable - groups_.dp_size() * zero_shard_);
   m.optimizer = 2 * state * 4;
   const bool head = shard_.owns_head(config_);
   // 1F1B keeps at most pp - stage micro-batches' activations in flight (GPipe all of them).
@@ -390,6 +418,16 @@ std::string Engine::describe() const {
   if (shard_.owns_embeddings()) out << " + embeddings";
   if (shard_.owns_head(config_)) out << " + head";
   out << "; " << parallel::schedule_name(options_.schedule) << (options_.zero1 ? ", ZeRO-1" : "");
+  if (options_.lora.enabled()) {
+    out << "; LoRA r=" << options_.lora.rank << " alpha=" << options_.lora.alpha << " dropout=" << options_.lora.dropout
+        << " on";
+    for (const std::string& t : options_.lora.targets) out << " " << t;
+    std::int64_t adapters = 0;
+    for (const model::ParameterEntry& e : model_->params().entries()) {
+      if (model::is_lora_parameter(e.name)) adapters += e.numel;
+    }
+    out << " (" << adapters << " trainable parameters in this shard)";
+  }
   return out.str();
 }
 

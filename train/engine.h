@@ -14,6 +14,12 @@
 // A trainer supplies what is specific to it through parallel::StageWork (the first stage's
 // token ids, the last stage's head and loss); an LM loss is in lm_work.h.
 //
+// LoRA (options.lora.rank > 0): the model's trainable range (Transformer::trainable_range)
+// is the adapters alone; the optimizer state, the dp reduction (buckets or ZeRO-1 shards)
+// and the gradient norm cover only it, the adapters' replicated halves are summed over tp,
+// and the frozen base weights are still initialised, loaded and checkpointed.
+// gather_whole_model() returns the MERGED model (W + alpha/r · B·A, no adapter entries).
+//
 // Reductions. Gradients are summed over dp (the trainer scales its loss by the global token
 // count, so the sum is the global mean's gradient); replicated kv heads are summed over tp;
 // a tied embedding's two copies (first and last stage) exchange and add their gradients.
@@ -51,6 +57,9 @@ struct EngineOptions {
   std::int64_t bucket_elements = std::int64_t{4} << 20;  // 16 MiB of f32 gradients
   std::vector<std::int64_t> stage_layers;                // empty: balanced
   model::HeadKind head = model::HeadKind::LM;
+  // LoRA adapters (rank 0: off). On: only the adapters train; the optimizer, the dp
+  // reduction, ZeRO-1 and the gradient norm cover just their contiguous range.
+  model::LoraConfig lora;
 };
 
 // Layers per pipeline stage: the override when given (must have pp entries >= 1 summing to
@@ -92,7 +101,8 @@ class Engine {
   void init_weights(std::uint64_t seed);
   // Loads this rank's slice from a whole-model weights file (io/weights), on every rank.
   void load_weights(const std::string& file);
-  // The whole model assembled on world rank 0 (nullptr elsewhere), for saving. Collective.
+  // The whole model assembled on world rank 0 (nullptr elsewhere), for saving; with LoRA the
+  // adapters merged into their weights (a plain model). Collective.
   std::unique_ptr<model::Transformer> gather_whole_model(Backend& backend);
 
   void make_optimizer(const optim::AdamWConfig& config);
@@ -152,6 +162,8 @@ class Engine {
  private:
   void exchange_tied_embedding_grads();
   void build_norm_ranges();
+  // Replicated kv heads (and, with LoRA, the adapters' replicated halves) summed over tp.
+  void sum_tp_replicas(const parallel::TpGroup& tp, model::ParameterSet& params);
   void broadcast_tied_embedding();
 
   model::ModelConfig config_;
@@ -167,6 +179,8 @@ class Engine {
   std::unique_ptr<parallel::GradReducer> reducer_;
   std::unique_ptr<optim::AdamW> optimizer_, tail_optimizer_;  // tail: ZeRO-1 elements past dp·shard
   std::int64_t zero_shard_ = 0;                               // ZeRO-1 elements per dp rank
+  model::Transformer::GradRange trainable_;                   // what the optimizer updates
+  std::uint64_t seed_ = 0;                                    // of init_weights: keys LoRA dropout
   Tensor zero_scratch_;
   Tensor tied_peer_grad_;  // the other stage's tied-embedding gradient
   // Flat-buffer ranges (offset, length, weight) whose squared gradients this rank adds to the

@@ -1,5 +1,6 @@
 #include "core/model/activations.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace loom::model {
@@ -17,6 +18,15 @@ ShardDims ShardDims::of(const ModelConfig& config, const ShardSpec& resolved) {
   d.vocab_global = config.vocab_size;
   d.layers = resolved.layer_end - resolved.layer_begin;
   return d;
+}
+
+void ShardDims::set_lora(const LoraConfig& lora) {
+  lora_rank = lora.rank;
+  lora_targets = 0;
+  for (int t = 0; t < kLoraTargets; ++t) {
+    if (lora.has(static_cast<LoraTarget>(t))) lora_targets = static_cast<std::uint8_t>(lora_targets | (1u << t));
+  }
+  lora_dropout = lora.enabled() && lora.dropout > 0.0f;
 }
 
 Tensor Arena::take(const Shape& shape) {
@@ -65,6 +75,11 @@ void SlotActivations::carve(Arena& a, const ShardDims& d, bool has_head, std::in
     l.mlp_up = a.take({N, d.ff});
     l.mlp_act = a.take({N, d.ff});
     l.output = a.take({B, T, C});
+    for (int t = 0; t < kLoraTargets; ++t) {
+      const auto target = static_cast<LoraTarget>(t);
+      l.lora_u[t] = d.has_lora(target) ? a.take({N, d.lora_rank}) : Tensor();
+      l.lora_x[t] = d.has_lora(target) && d.lora_dropout ? a.take({N, d.lora_in(target)}) : Tensor();
+    }
   }
   final_norm_out = has_head ? a.take({N, C}) : Tensor();
   final_norm_mean = has_head && layernorm ? a.take({N}) : Tensor();
@@ -97,6 +112,12 @@ void Workspace::carve(Arena& a, const ShardDims& d, bool lm_head, std::int64_t B
   loss_terms = lm_head ? a.take({2, N}) : Tensor();
   ones_tokens = lm_head ? a.take({N, 1}) : Tensor();
   loss_totals = lm_head ? a.take({2, 1}) : Tensor();
+  std::int64_t widest = 0;
+  for (int t = 0; t < kLoraTargets; ++t) {
+    if (d.has_lora(static_cast<LoraTarget>(t))) widest = std::max(widest, d.lora_in(static_cast<LoraTarget>(t)));
+  }
+  d_lora_u = d.lora_rank > 0 ? a.take({N, d.lora_rank}) : Tensor();
+  d_lora_x = d.lora_dropout ? a.take({N, widest}) : Tensor();
 }
 
 void Workspace::plan(const ShardDims& dims, bool lm_head, std::int64_t B, std::int64_t T, Backend& backend) {

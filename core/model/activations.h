@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/model/lora_config.h"
 #include "core/model/model_config.h"
 
 namespace loom::model {
@@ -27,9 +28,20 @@ struct ShardDims {
   std::int64_t vocab = 0;        // V / tp
   std::int64_t vocab_global = 0; // V
   std::int64_t layers = 0;       // layers this stage owns
+  // LoRA (lora_config.h): the adapters' rank (0: none), which targets carry one (bit t for
+  // LoraTarget t) and whether their inputs are dropped out (then saved for the backward).
+  std::int64_t lora_rank = 0;
+  std::uint8_t lora_targets = 0;
+  bool lora_dropout = false;
 
   std::int64_t q_dim() const { return q_heads * head_dim; }
   std::int64_t qkv_dim() const { return (q_heads + 2 * kv_heads) * head_dim; }
+  bool has_lora(LoraTarget t) const { return lora_rank > 0 && (lora_targets >> static_cast<int>(t) & 1) != 0; }
+  // The local input width of a target linear.
+  std::int64_t lora_in(LoraTarget t) const {
+    return t == LoraTarget::Out ? q_dim() : t == LoraTarget::Down ? ff : d_model;
+  }
+  void set_lora(const LoraConfig& lora);
 
   static ShardDims of(const ModelConfig& config, const ShardSpec& resolved);
 };
@@ -64,6 +76,8 @@ struct LayerActivations {
   Tensor mlp_up;          // [N, F]  up projection (GELU input for GPT-2)
   Tensor mlp_act;         // [N, F]  GELU(up) or silu(gate)·up
   Tensor output;          // [N, C]  residual_mid + MLP branch
+  Tensor lora_u[kLoraTargets];  // [N, r]  A·dropout(x) of each adapted linear
+  Tensor lora_x[kLoraTargets];  // [N, in] dropout(x) (lora dropout > 0 only)
 };
 
 // One micro-batch's saved state on this stage. Pipeline schedules keep several in flight.
@@ -101,6 +115,8 @@ struct Workspace {
   Tensor loss_terms;    // [2, N] row 0: per-token loss (then dloss), row 1: 1 for a counted target
   Tensor ones_tokens;   // [N, 1] all ones: row sums of loss_terms by one GEMV-shaped matmul
   Tensor loss_totals;   // [2, 1] {Σ loss, count}
+  Tensor d_lora_u;      // [N, r] (LoRA only)
+  Tensor d_lora_x;      // [N, widest adapted input] (LoRA dropout only)
 
   void plan(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq, Backend& backend);
   static std::int64_t bytes_for(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq);

@@ -29,31 +29,47 @@ namespace loom::model {
 
 class TransformerBlock {
  public:
-  // Binds the parameters "layers.<layer>.*" of `params`.
-  TransformerBlock(const ModelConfig& config, const ShardDims& dims, std::int64_t layer, const ParameterSet& params);
+  // Binds the parameters "layers.<layer>.*" of `params`. With LoRA enabled the adapters of
+  // the targets are bound and every base weight is frozen (no weight gradients computed).
+  TransformerBlock(const ModelConfig& config, const ShardDims& dims, std::int64_t layer, const ParameterSet& params,
+                   const LoraConfig& lora = {});
 
   // The tensor-parallel group this block's slice belongs to (tp = 1 until set).
-  void set_tensor_parallel(const parallel::TpGroup& tp) { tp_ = tp; }
+  void set_tensor_parallel(const parallel::TpGroup& tp) {
+    tp_ = tp;
+    for (LoraAdapter& adapter : lora_) adapter.set_tp_rank(tp.rank);
+  }
 
   // Reads x [B, T, C]; fills every field of `acts` (acts.output is the block output).
-  void forward(Backend& backend, const Tensor& x, LayerActivations& acts) const;
+  // `dropout` drops the LoRA adapters' inputs (training); backward must get the same value.
+  void forward(Backend& backend, const Tensor& x, LayerActivations& acts, const LoraDropout& dropout = {}) const;
 
-  // Generation (forward only, tp = 1): x [B, T, C] holds T new tokens per sequence at
-  // positions [position, position + T). Their k/v are appended to k_cache/v_cache
-  // [B, Hkv, capacity, D] (which must hold positions [0, position) already) and every query
-  // attends to the cache up to its own position. Fills acts like forward, except attn_lse.
+  // Generation (forward only): x [B, T, C] holds T new tokens per sequence at positions
+  // [position, position + T). Their k/v are appended to k_cache/v_cache [B, Hkv, capacity, D]
+  // (this rank's kv heads; which must hold positions [0, position) already) and every query
+  // attends to the cache up to its own position. Fills acts like forward, except attn_lse;
+  // under tensor parallelism the same two all-reduces as forward.
   void forward_cached(Backend& backend, const Tensor& x, Tensor& k_cache, Tensor& v_cache, std::int64_t position,
                       LayerActivations& acts) const;
 
   // On entry ws.d_residual holds ∂L/∂output; on exit it holds ∂L/∂x. Parameter gradients
   // accumulate (+=). x and acts must be what forward saw.
-  void backward(Backend& backend, const Tensor& x, const LayerActivations& acts, Workspace& ws);
+  void backward(Backend& backend, const Tensor& x, const LayerActivations& acts, Workspace& ws,
+                const LoraDropout& dropout = {});
 
  private:
   AttentionShape attention_shape(std::int64_t batch, std::int64_t seq) const;
   // The attention-out projection, residual add and MLP branch, shared by forward and
   // forward_cached (everything after a.attn_out is written).
-  void forward_after_attention(Backend& backend, const Tensor& x, LayerActivations& a) const;
+  void forward_after_attention(Backend& backend, const Tensor& x, LayerActivations& a,
+                               const LoraDropout& dropout = {}) const;
+  // QKV projection of a.attn_norm_out into a.qkv, with its adapter (before RoPE).
+  void qkv_forward(Backend& backend, LayerActivations& a, const LoraDropout& dropout) const;
+  // The adapter of `target` (if any) adds into y; u/x_dropped go to a's slots of the target.
+  void lora_forward(Backend& backend, LoraTarget target, const Tensor& x, Tensor& y, LayerActivations& a,
+                    const LoraDropout& dropout) const;
+  void lora_backward(Backend& backend, LoraTarget target, const Tensor& dy, const Tensor& x,
+                     const LayerActivations& a, Tensor& dx, Workspace& ws, const LoraDropout& dropout);
 
   Family family_;
   RopeConfig rope_;
@@ -61,6 +77,7 @@ class TransformerBlock {
   parallel::TpGroup tp_;
   Norm attn_norm_, mlp_norm_;
   Linear qkv_, out_, gate_, up_, down_;  // gate_ unbound for GPT-2
+  LoraAdapter lora_[kLoraTargets];       // indexed by LoraTarget; undefined where none
 };
 
 }  // namespace loom::model

@@ -83,83 +83,119 @@ std::int32_t sample_token(const float* logits, std::int64_t vocab, const Samplin
   return order[keep - 1];
 }
 
-GenerationResult generate(Transformer& model, const std::vector<std::vector<std::int32_t>>& prompts,
-                          const GenerationConfig& config) {
+GenerationSteps::GenerationSteps(const std::vector<std::vector<std::int32_t>>& prompts, const GenerationConfig& config,
+                                 std::int64_t vocab)
+    : prompts_(prompts), config_(config), vocab_(vocab), batch_(static_cast<std::int64_t>(prompts.size())) {
   check_sampling(config.sampling);
-  const auto B = static_cast<std::int64_t>(prompts.size());
-  if (B == 0) throw std::invalid_argument("generate: no prompts");
+  if (batch_ == 0) throw std::invalid_argument("generate: no prompts");
   if (config.max_new_tokens < 0) {
     throw std::invalid_argument("generate: max_new_tokens must be >= 0, got " + std::to_string(config.max_new_tokens));
   }
-  if (!config.sequence_ids.empty() && static_cast<std::int64_t>(config.sequence_ids.size()) != B) {
+  if (!config.sequence_ids.empty() && static_cast<std::int64_t>(config.sequence_ids.size()) != batch_) {
     throw std::invalid_argument("generate: " + std::to_string(config.sequence_ids.size()) + " sequence ids for " +
-                                std::to_string(B) + " prompts");
+                                std::to_string(batch_) + " prompts");
   }
-  const std::int64_t V = model.config().vocab_size;
-  std::int64_t min_len = 0, max_len = 0;
-  for (std::int64_t b = 0; b < B; ++b) {
+  for (std::int64_t b = 0; b < batch_; ++b) {
     const auto& prompt = prompts[static_cast<std::size_t>(b)];
     if (prompt.empty()) throw std::invalid_argument("generate: prompt " + std::to_string(b) + " is empty");
     for (std::int32_t id : prompt) {
-      if (id < 0 || id >= V) {
+      if (id < 0 || id >= vocab) {
         throw std::invalid_argument("generate: prompt " + std::to_string(b) + " holds token " + std::to_string(id) +
-                                    " outside the vocabulary [0, " + std::to_string(V) + ")");
+                                    " outside the vocabulary [0, " + std::to_string(vocab) + ")");
       }
     }
     const auto len = static_cast<std::int64_t>(prompt.size());
-    min_len = b == 0 ? len : std::min(min_len, len);
-    max_len = std::max(max_len, len);
+    min_len_ = b == 0 ? len : std::min(min_len_, len);
+    max_len_ = std::max(max_len_, len);
   }
+  choice_ = Tensor::zeros({2 * batch_ + 1}, DType::I32);
+  done_.assign(static_cast<std::size_t>(batch_), false);
+  result_.tokens.assign(static_cast<std::size_t>(batch_), {});
+  result_.stopped.assign(static_cast<std::size_t>(batch_), false);
+  finished_ = trivial();
+}
 
-  GenerationResult result;
-  result.tokens.assign(static_cast<std::size_t>(B), {});
-  result.stopped.assign(static_cast<std::size_t>(B), false);
-  if (config.max_new_tokens == 0) return result;
+Tensor GenerationSteps::prefill_ids() const {
+  Tensor ids = Tensor::empty({batch_, min_len_}, DType::I32);
+  for (std::int64_t b = 0; b < batch_; ++b) {
+    std::copy_n(prompts_[static_cast<std::size_t>(b)].begin(), min_len_, ids.data<std::int32_t>() + b * min_len_);
+  }
+  return ids;
+}
 
-  KvCache cache = model.make_kv_cache(B, max_len + config.max_new_tokens);
-  Tensor ids = Tensor::empty({B, min_len}, DType::I32);
+void GenerationSteps::choose(const Tensor& logits, std::int64_t pos) {
+  if (logits.ndim() != 3 || logits.dim(0) != batch_ || logits.dim(2) != vocab_) {
+    throw std::invalid_argument("generate: logits must be [" + std::to_string(batch_) + ", T, " +
+                                std::to_string(vocab_) + "], got " + logits.describe());
+  }
+  const std::int64_t T = logits.dim(1), B = batch_;
+  std::int32_t* step = choice_.data<std::int32_t>();
+  std::int32_t* event = step + B;
+  bool any_left = false;
   for (std::int64_t b = 0; b < B; ++b) {
-    std::copy_n(prompts[static_cast<std::size_t>(b)].begin(), min_len, ids.data<std::int32_t>() + b * min_len);
+    const auto bi = static_cast<std::size_t>(b);
+    const auto& prompt = prompts_[bi];
+    event[b] = kIdle;
+    if (pos < static_cast<std::int64_t>(prompt.size())) {
+      step[b] = prompt[static_cast<std::size_t>(pos)];
+      any_left = true;
+      continue;
+    }
+    if (done_[bi]) continue;  // keeps feeding its last token; its logits are ignored
+    const float* row = logits.data<float>() + (b * T + T - 1) * vocab_;
+    const std::uint64_t id = config_.sequence_ids.empty() ? static_cast<std::uint64_t>(b) : config_.sequence_ids[bi];
+    const std::int32_t token = sample_token(row, vocab_, config_.sampling, sampling_uniform(config_.sampling.seed, id, pos));
+    step[b] = token;
+    const bool stop =
+        std::find(config_.stop_tokens.begin(), config_.stop_tokens.end(), token) != config_.stop_tokens.end();
+    event[b] = stop ? kStopped : kEmitted;
+    const bool last = stop || static_cast<std::int64_t>(result_.tokens[bi].size()) + 1 >= config_.max_new_tokens;
+    any_left = any_left || !last;
   }
+  step[2 * B] = any_left ? 1 : 0;
+  apply(choice_);
+}
+
+void GenerationSteps::apply(const Tensor& choice) {
+  const std::int64_t B = batch_;
+  if (choice.numel() != 2 * B + 1 || choice.dtype() != DType::I32) {
+    throw std::invalid_argument("generate: a step's choice must be [" + std::to_string(2 * B + 1) + "] i32, got " +
+                                choice.describe());
+  }
+  if (choice.raw() != choice_.raw()) std::copy_n(choice.data<std::int32_t>(), 2 * B + 1, choice_.data<std::int32_t>());
+  const std::int32_t* step = choice_.data<std::int32_t>();
+  const std::int32_t* event = step + B;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto bi = static_cast<std::size_t>(b);
+    if (event[b] == kIdle) continue;
+    result_.tokens[bi].push_back(step[b]);
+    result_.new_tokens += 1;
+    if (event[b] == kStopped) result_.stopped[bi] = true;
+    if (event[b] == kStopped || static_cast<std::int64_t>(result_.tokens[bi].size()) >= config_.max_new_tokens) {
+      done_[bi] = true;
+    }
+  }
+  finished_ = step[2 * B] == 0;
+}
+
+GenerationResult generate(Transformer& model, const std::vector<std::vector<std::int32_t>>& prompts,
+                          const GenerationConfig& config) {
+  GenerationSteps steps(prompts, config, model.config().vocab_size);
+  if (steps.trivial()) return steps.result();
+
+  KvCache cache = model.make_kv_cache(steps.batch(), steps.capacity());
   const auto t0 = Clock::now();
-  const Tensor* logits = &model.forward_decode(ids, cache, 0);
+  const Tensor* logits = &model.forward_decode(steps.prefill_ids(), cache, 0);
+  GenerationResult& result = steps.result();
   result.prefill_seconds = seconds_since(t0);
 
   const auto t1 = Clock::now();
-  std::vector<bool> done(static_cast<std::size_t>(B), false);
-  Tensor step_ids = Tensor::empty({B, 1}, DType::I32);
-  std::int32_t* step = step_ids.data<std::int32_t>();
-  for (std::int64_t pos = min_len;; ++pos) {
-    const std::int64_t T = logits->dim(1);
-    bool any_left = false;
-    for (std::int64_t b = 0; b < B; ++b) {
-      const auto bi = static_cast<std::size_t>(b);
-      const auto& prompt = prompts[bi];
-      if (pos < static_cast<std::int64_t>(prompt.size())) {
-        step[b] = prompt[static_cast<std::size_t>(pos)];
-        any_left = true;
-        continue;
-      }
-      if (done[bi]) continue;  // keeps feeding its last token; its logits are ignored
-      const float* row = logits->data<float>() + (b * T + T - 1) * V;
-      const std::uint64_t id = config.sequence_ids.empty() ? static_cast<std::uint64_t>(b) : config.sequence_ids[bi];
-      const std::int32_t token = sample_token(row, V, config.sampling, sampling_uniform(config.sampling.seed, id, pos));
-      result.tokens[bi].push_back(token);
-      step[b] = token;
-      if (std::find(config.stop_tokens.begin(), config.stop_tokens.end(), token) != config.stop_tokens.end()) {
-        result.stopped[bi] = true;
-        done[bi] = true;
-      } else if (static_cast<std::int64_t>(result.tokens[bi].size()) >= config.max_new_tokens) {
-        done[bi] = true;
-      }
-      any_left = any_left || !done[bi];
-    }
-    if (!any_left) break;
-    logits = &model.forward_decode(step_ids, cache, pos);
+  for (std::int64_t pos = steps.prefill_length();; ++pos) {
+    steps.choose(*logits, pos);
+    if (steps.finished()) break;
+    logits = &model.forward_decode(steps.step_ids(), cache, pos);
   }
   result.decode_seconds = seconds_since(t1);
-
-  for (const auto& tokens : result.tokens) result.new_tokens += static_cast<std::int64_t>(tokens.size());
   const double total = result.prefill_seconds + result.decode_seconds;
   result.tokens_per_second = total > 0.0 ? static_cast<double>(result.new_tokens) / total : 0.0;
   return result;

@@ -54,9 +54,60 @@ std::int32_t sample_token(const float* logits, std::int64_t vocab, const Samplin
 // The sampler's uniform draw in [0, 1) for (seed, sequence id, position).
 double sampling_uniform(std::uint64_t seed, std::uint64_t sequence, std::int64_t position);
 
-// Generates for each prompt (non-empty, ids in [0, V)). The model must allow
-// forward_decode (single stage, tp_size 1, LM head); max prompt length + max_new_tokens
-// must fit max_seq_len.
+// The host-side bookkeeping of one batched generation, shared by generate() and the
+// distributed driver (train/generator.h): checks the prompts and settings, gives the
+// prefill ids, and per decode step either chooses every sequence's next input from the
+// logits (on the rank that holds them) or applies a choice made on another rank.
+//
+// A choice is one i32 tensor [2B + 1]: the next input id of each sequence (a prompt token
+// while it still has one, else its new token; a finished sequence repeats its last), then
+// per sequence what the step did (kIdle: fed a prompt token or already finished,
+// kEmitted: a new token, kStopped: a stop token), then 1 if any sequence goes on, else 0.
+class GenerationSteps {
+ public:
+  static constexpr std::int32_t kIdle = 0, kEmitted = 1, kStopped = 2;
+
+  // Throws std::invalid_argument for no prompts, an empty prompt, ids outside [0, vocab),
+  // negative max_new_tokens, bad sampling settings or a sequence_ids list of the wrong size.
+  GenerationSteps(const std::vector<std::vector<std::int32_t>>& prompts, const GenerationConfig& config,
+                  std::int64_t vocab);
+
+  std::int64_t batch() const { return batch_; }
+  std::int64_t prefill_length() const { return min_len_; }                          // the shortest prompt
+  std::int64_t capacity() const { return max_len_ + config_.max_new_tokens; }  // positions a cache needs
+  // Nothing to generate (max_new_tokens = 0): skip the model entirely.
+  bool trivial() const { return config_.max_new_tokens == 0; }
+  // [B, prefill_length()] i32: the first prefill_length() tokens of every prompt.
+  Tensor prefill_ids() const;
+
+  // logits [B, T, V] f32 of the forward whose last position per sequence was pos - 1 (so
+  // pos is the position the chosen inputs will take). Makes the step's choice and applies it.
+  void choose(const Tensor& logits, std::int64_t pos);
+  // Applies a choice made by choose() on another rank (same prompts and config).
+  void apply(const Tensor& choice);
+  // The last choice [2B + 1] i32 (a receive buffer for apply()).
+  Tensor& choice() { return choice_; }
+  // [B, 1] i32 view of the last choice's next inputs.
+  Tensor step_ids() const { return choice_.view(0, {batch_, 1}); }
+  // True once no sequence goes on (after the last choice).
+  bool finished() const { return finished_; }
+
+  // The tokens and stop flags so far (timings left for the caller to fill).
+  GenerationResult& result() { return result_; }
+
+ private:
+  std::vector<std::vector<std::int32_t>> prompts_;
+  GenerationConfig config_;
+  std::int64_t vocab_ = 0, batch_ = 0, min_len_ = 0, max_len_ = 0;
+  Tensor choice_;
+  std::vector<bool> done_;
+  bool finished_ = false;
+  GenerationResult result_;
+};
+
+// Generates for each prompt (non-empty, ids in [0, V)) on a single-stage model (any tp
+// size; every tp rank then calls it with the same prompts and gets the same result). Max
+// prompt length + max_new_tokens must fit max_seq_len.
 GenerationResult generate(Transformer& model, const std::vector<std::vector<std::int32_t>>& prompts,
                           const GenerationConfig& config);
 

@@ -37,6 +37,12 @@ class SpecBuilder {
     }
   }
 
+  // A LoRA half: trained, decayed like the weight it adapts.
+  void adapter(const std::string& name, Shape global, TpSplit split, InitKind init, float std,
+               std::vector<std::int64_t> sections = {}, std::vector<std::int64_t> parts = {}) {
+    add(name, std::move(global), split, /*decay=*/true, init, std, std::move(sections), std::move(parts));
+  }
+
   std::vector<ParameterSpec> take() { return std::move(specs_); }
 
  private:
@@ -70,8 +76,14 @@ class SpecBuilder {
 
 }  // namespace
 
-std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const ShardSpec& shard_in, HeadKind head) {
+std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const ShardSpec& shard_in, HeadKind head,
+                                           const LoraConfig& lora) {
   config.validate();
+  lora.validate();
+  if (lora.has(LoraTarget::Gate) && config.family != Family::Llama) {
+    throw std::invalid_argument("lora.targets names mlp.gate, which only the llama family has (this model is " +
+                                std::string(family_name(config.family)) + ")");
+  }
   const ShardSpec shard = shard_in.resolved(config);
   const std::int64_t C = config.d_model;
   const std::int64_t D = config.head_dim();
@@ -122,6 +134,38 @@ std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const Shar
     } else {
       b.normal("score_head.weight", {1, C}, TpSplit::None, std);
       b.bias("score_head.bias", 1, TpSplit::None);
+    }
+  }
+  if (lora.enabled()) {
+    const std::int64_t r = lora.rank;
+    for (std::int64_t layer = shard.layer_begin; layer < shard.layer_end; ++layer) {
+      const std::string p = "layers." + std::to_string(layer) + ".";
+      // in, out and (column-parallel) the row sections of each target's weight.
+      struct Geometry {
+        LoraTarget target;
+        std::int64_t in, out;
+        std::vector<std::int64_t> sections, parts;
+      };
+      const Geometry geometries[] = {
+          {LoraTarget::Qkv, C, q_rows + 2 * kv_rows, {q_rows, kv_rows, kv_rows}, {shard.tp_size, kv_parts, kv_parts}},
+          {LoraTarget::Out, q_rows, C, {}, {}},
+          {LoraTarget::Gate, C, F, {}, {}},
+          {LoraTarget::Up, C, F, {}, {}},
+          {LoraTarget::Down, F, C, {}, {}}};
+      for (const Geometry& g : geometries) {
+        if (!lora.has(g.target)) continue;
+        const std::string name = p + lora_target_name(g.target);
+        // PEFT's kaiming_uniform_(a=sqrt(5)) draws A from U(-1/sqrt(in), 1/sqrt(in)); a normal of
+        // the same variance keeps the layout-independent generator of init.h.
+        const float a_std = 1.0f / std::sqrt(3.0f * static_cast<float>(g.in));
+        if (lora_column_parallel(g.target)) {
+          b.adapter(name + ".lora_a", {r, g.in}, TpSplit::None, InitKind::Normal, a_std);
+          b.adapter(name + ".lora_b", {g.out, r}, TpSplit::Rows, InitKind::Zeros, 0.0f, g.sections, g.parts);
+        } else {
+          b.adapter(name + ".lora_a", {r, g.in}, TpSplit::Cols, InitKind::Normal, a_std);
+          b.adapter(name + ".lora_b", {g.out, r}, TpSplit::None, InitKind::Zeros, 0.0f);
+        }
+      }
     }
   }
   return b.take();

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/model/lora_config.h"
 #include "core/model/model_config.h"
 #include "core/tensor.h"
 
@@ -48,9 +49,12 @@ struct ParameterSpec {
   float init_std = 0.0f;  // InitKind::Normal only
 };
 
-// Every parameter of the shard, in flat-buffer order. Throws std::invalid_argument when the
-// config or spec is invalid.
-std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const ShardSpec& shard, HeadKind head);
+// Every parameter of the shard, in flat-buffer order. With LoRA enabled the adapters
+// "layers.N.<target>.lora_a" [r, in] and ".lora_b" [out, r] follow every base parameter
+// (layer by layer, targets in block order), so they form one contiguous trainable range.
+// Throws std::invalid_argument when the config, spec or LoRA config is invalid.
+std::vector<ParameterSpec> parameter_specs(const ModelConfig& config, const ShardSpec& shard, HeadKind head,
+                                           const LoraConfig& lora = {});
 
 // The flat index in the GLOBAL tensor of element `local_index` of tp slice `tp_rank` of
 // `tp_size`. Used by init_weights so values do not depend on the layout, and by checkpoint

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/mix64.h"
 #include "core/model/init.h"
 
 namespace loom::model {
@@ -15,15 +16,23 @@ ShardSpec checked_shard(const ModelConfig& config, const ShardSpec& shard) {
   return shard.resolved(config);
 }
 
+ShardDims dims_with_lora(const ModelConfig& config, const ShardSpec& shard, const LoraConfig& lora) {
+  ShardDims dims = ShardDims::of(config, shard);
+  dims.set_lora(lora);
+  return dims;
+}
+
 }  // namespace
 
-Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend)
+Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend,
+                         const LoraConfig& lora)
     : config_(config),
       shard_(checked_shard(config, shard)),
       head_(head),
+      lora_(lora),
       backend_(backend),
-      dims_(ShardDims::of(config_, shard_)),
-      params_(parameter_specs(config_, shard_, head_), backend) {
+      dims_(dims_with_lora(config_, shard_, lora_)),
+      params_(parameter_specs(config_, shard_, head_, lora_), backend) {
   if (params_.contains("embed.tokens.weight")) {
     token_embedding_ = params_.value("embed.tokens.weight");
     d_token_embedding_ = params_.grad("embed.tokens.weight");
@@ -34,7 +43,12 @@ Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, Head
   }
   blocks_.reserve(static_cast<std::size_t>(dims_.layers));
   for (std::int64_t layer = shard_.layer_begin; layer < shard_.layer_end; ++layer) {
-    blocks_.emplace_back(config_, dims_, layer, params_);
+    blocks_.emplace_back(config_, dims_, layer, params_, lora_);
+  }
+  if (lora_.enabled()) {
+    // Frozen: no gradient views, so no backward op writes one.
+    d_token_embedding_ = Tensor();
+    d_position_embedding_ = Tensor();
   }
   if (shard_.owns_head(config_)) {
     final_norm_ = Norm::bind(params_, "final_norm", config_);
@@ -46,6 +60,10 @@ Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, Head
     } else {
       head_linear_ = Linear::bind(params_, "lm_head");
     }
+    if (lora_.enabled()) {
+      final_norm_.freeze();
+      head_linear_.freeze();
+    }
     if (head_ == HeadKind::LM) {
       ones_vocab_ = Tensor::empty({config_.vocab_size, 1}, DType::F32, backend_.device());
       backend_.fill(ones_vocab_, 1.0f);
@@ -53,6 +71,15 @@ Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, Head
     }
   }
   build_grad_ranges();
+  trainable_ = GradRange{0, params_.numel()};
+  if (lora_.enabled()) {
+    for (const ParameterEntry& e : params_.entries()) {
+      if (is_lora_parameter(e.name)) {
+        trainable_.begin = e.offset;
+        break;
+      }
+    }
+  }
 }
 
 void Transformer::build_grad_ranges() {
@@ -62,6 +89,7 @@ void Transformer::build_grad_ranges() {
   };
   layer_ranges_.assign(static_cast<std::size_t>(dims_.layers), GradRange{});
   for (const ParameterEntry& e : params_.entries()) {
+    if (lora_.enabled() && !is_lora_parameter(e.name)) continue;  // frozen: never reduced
     if (e.name.rfind("embed.", 0) == 0) {
       extend(embed_range_, e);
     } else if (e.name.rfind("layers.", 0) == 0) {
@@ -91,7 +119,15 @@ void Transformer::init_weights(std::uint64_t seed) {
   init_parameters(params_, seed, shard_.tp_rank, shard_.tp_size, backend_);
 }
 
-void Transformer::zero_grads() { backend_.fill(params_.grads(), 0.0f); }
+void Transformer::zero_grads() {
+  Tensor trainable = params_.grads().view(trainable_.begin, {trainable_.end - trainable_.begin});
+  backend_.fill(trainable, 0.0f);
+}
+
+void Transformer::set_lora_dropout(const LoraDropoutStep& step) {
+  lora_step_ = step;
+  lora_micro_ = 0;
+}
 
 // ---- checks and slots -------------------------------------------------------------------
 
@@ -162,7 +198,9 @@ void Transformer::embed_backward(const Tensor& dhidden, int slot) {
   const Tensor& ids = slot_ids_[static_cast<std::size_t>(slot)];
   require_stage(ids.defined(), "embed_backward", "embed_forward has not run on this slot");
   const std::int64_t B = s.batch, T = s.seq, C = dims_.d_model;
-  parallel::VocabParallelEmbedding::backward(tp_, backend_, ids.reshape({B * T}), dhidden, d_token_embedding_);
+  if (d_token_embedding_.defined()) {
+    parallel::VocabParallelEmbedding::backward(tp_, backend_, ids.reshape({B * T}), dhidden, d_token_embedding_);
+  }
   if (d_position_embedding_.defined()) {
     Tensor d_positions = d_position_embedding_.view(0, {T, C});
     for (std::int64_t b = 0; b < B; ++b) backend_.add_inplace(d_positions, dhidden.view(b * T * C, {T, C}));
@@ -183,9 +221,12 @@ const Tensor& Transformer::blocks_forward(const Tensor& hidden_in, int slot) {
   }
   SlotActivations& s = slot_for(slot, hidden_in.dim(0), hidden_in.dim(1));
   if (hidden_in.raw() != s.input.raw()) backend_.copy(hidden_in, s.input);
+  const LoraDropout dropout = next_lora_dropout(s.batch, s.seq);
+  if (slot_dropout_.size() <= static_cast<std::size_t>(slot)) slot_dropout_.resize(static_cast<std::size_t>(slot) + 1);
+  slot_dropout_[static_cast<std::size_t>(slot)] = dropout;
   const Tensor* x = &s.input;
   for (std::size_t i = 0; i < blocks_.size(); ++i) {
-    blocks_[i].forward(backend_, *x, s.layers[i]);
+    blocks_[i].forward(backend_, *x, s.layers[i], dropout);
     x = &s.layers[i].output;
   }
   return *x;
@@ -198,12 +239,24 @@ const Tensor& Transformer::blocks_backward(const Tensor& dhidden_out, int slot) 
                                 " does not match the slot's hidden state " + s.input.describe());
   }
   if (dhidden_out.raw() != workspace_.d_residual.raw()) backend_.copy(dhidden_out, workspace_.d_residual);
+  const LoraDropout dropout =
+      static_cast<std::size_t>(slot) < slot_dropout_.size() ? slot_dropout_[static_cast<std::size_t>(slot)] : LoraDropout{};
   for (std::size_t i = blocks_.size(); i-- > 0;) {
     const Tensor& x = i == 0 ? s.input : s.layers[i - 1].output;
-    blocks_[i].backward(backend_, x, s.layers[i], workspace_);
+    blocks_[i].backward(backend_, x, s.layers[i], workspace_, dropout);
     report_ready(layer_ranges_[i]);
   }
   return workspace_.d_residual;
+}
+
+LoraDropout Transformer::next_lora_dropout(std::int64_t batch, std::int64_t seq) {
+  if (!dims_.lora_dropout || !lora_step_.training) return LoraDropout{};
+  const std::int64_t micro = lora_micro_++;
+  LoraDropout dropout;
+  dropout.p = lora_.dropout;
+  dropout.key = mix64(mix64(lora_step_.seed ^ 0x4c6f5241ull) + static_cast<std::uint64_t>(lora_step_.step));
+  dropout.token0 = (lora_step_.first_row + micro * batch) * seq;
+  return dropout;
 }
 
 // ---- heads --------------------------------------------------------------------------------
@@ -272,6 +325,32 @@ const Tensor& Transformer::lm_head_backward(float dloss_per_token, int slot) {
   return head_backward(ws.logits, s, slot);
 }
 
+Tensor Transformer::lm_token_losses() const {
+  if (logits_slot_ < 0) {
+    throw std::logic_error("Transformer::lm_token_losses: no lm_head_forward since the last lm_head_backward");
+  }
+  return workspace_.loss_terms.view(0, {targets_.numel()});
+}
+
+const Tensor& Transformer::lm_head_backward(const Tensor& dloss, int slot) {
+  require_stage(shard_.owns_head(config_) && head_ == HeadKind::LM, "lm_head_backward",
+                "this shard has no LM head");
+  SlotActivations& s = planned_slot(slot, "lm_head_backward");
+  if (logits_slot_ != slot) {
+    throw std::logic_error("Transformer::lm_head_backward: the logits buffer holds slot " +
+                           std::to_string(logits_slot_) + ", not slot " + std::to_string(slot) +
+                           "; run lm_head_forward for a slot right before its backward (and only once)");
+  }
+  if (dloss.numel() != s.batch * s.seq || dloss.dtype() != DType::F32) {
+    throw std::invalid_argument("Transformer::lm_head_backward: dloss must hold " + std::to_string(s.batch * s.seq) +
+                                " f32 per-token weights, got " + dloss.describe());
+  }
+  Workspace& ws = workspace_;
+  vocab_ce_.backward(tp_, backend_, ws.logits, targets_, dloss.reshape({s.batch * s.seq}), ws.logits);
+  logits_slot_ = -1;  // the buffer now holds dlogits
+  return head_backward(ws.logits, s, slot);
+}
+
 const Tensor& Transformer::scalar_head_forward(const Tensor& hidden, int slot) {
   require_stage(shard_.owns_head(config_) && head_ == HeadKind::Scalar, "scalar_head_forward",
                 "this shard has no scalar head");
@@ -332,38 +411,67 @@ KvCache Transformer::make_kv_cache(std::int64_t batch, std::int64_t capacity) co
 
 const Tensor& Transformer::forward_decode(const Tensor& ids, KvCache& cache, std::int64_t start_pos) {
   require_stage(shard_.owns_embeddings() && shard_.owns_head(config_), "forward_decode",
-                "cached generation across pipeline stages is not supported yet (needs a single-stage shard)");
-  require_stage(shard_.tp_size == 1, "forward_decode",
-                "cached generation with tensor parallelism (tp_size > 1) is not supported yet");
-  require_stage(head_ == HeadKind::LM, "forward_decode", "needs an LM head, this model has a scalar head");
-  check_tokens(ids, "ids", "forward_decode");
-  const std::int64_t B = ids.dim(0), T = ids.dim(1), C = dims_.d_model, V = dims_.vocab;
+                "needs a single-stage shard (all layers); pipeline stages use decode_embed, decode_blocks and "
+                "decode_head");
+  return decode_head(decode_blocks(decode_embed(ids, start_pos), cache, start_pos));
+}
+
+const Tensor& Transformer::decode_embed(const Tensor& ids, std::int64_t start_pos) {
+  require_stage(shard_.owns_embeddings(), "decode_embed", "this stage does not own layer 0 (the embeddings)");
+  require_stage(head_ == HeadKind::LM, "decode_embed", "needs an LM head, this model has a scalar head");
+  require_stage(shard_.tp_size == 1 || tp_.active(), "decode_embed",
+                "a tensor-parallel shard (tp_size > 1) needs set_tensor_parallel() with its group before it runs");
+  check_tokens(ids, "ids", "decode_embed");
+  const std::int64_t B = ids.dim(0), T = ids.dim(1), C = dims_.d_model;
+  if (start_pos < 0 || start_pos + T > config_.max_seq_len) {
+    throw std::invalid_argument("Transformer::decode_embed: positions [" + std::to_string(start_pos) + ", " +
+                                std::to_string(start_pos + T) + ") are outside [0, max_seq_len " +
+                                std::to_string(config_.max_seq_len) + ")");
+  }
+  Tensor& hidden = decode_input(B, T);
+  parallel::VocabParallelEmbedding::forward(tp_, backend_, ids.reshape({B * T}), token_embedding_, hidden);
+  if (position_embedding_.defined()) {
+    const Tensor positions = position_embedding_.view(start_pos * C, {T, C});
+    for (std::int64_t b = 0; b < B; ++b) {
+      Tensor rows = hidden.view(b * T * C, {T, C});
+      backend_.add_inplace(rows, positions);
+    }
+  }
+  return hidden;
+}
+
+Tensor& Transformer::decode_input(std::int64_t batch, std::int64_t seq) {
+  decode_acts_.plan(dims_, shard_.owns_head(config_), batch, seq, backend_.device());
+  return decode_acts_.input;
+}
+
+const Tensor& Transformer::decode_blocks(const Tensor& hidden_in, KvCache& cache, std::int64_t start_pos) {
+  require_stage(head_ == HeadKind::LM, "decode_blocks", "needs an LM head, this model has a scalar head");
+  require_stage(shard_.tp_size == 1 || tp_.active(), "decode_blocks",
+                "a tensor-parallel shard (tp_size > 1) needs set_tensor_parallel() with its group before it runs");
+  if (hidden_in.ndim() != 3 || hidden_in.dim(2) != dims_.d_model) {
+    throw std::invalid_argument("Transformer::decode_blocks: hidden state must be [B, T, " +
+                                std::to_string(dims_.d_model) + "], got " + hidden_in.describe());
+  }
+  const std::int64_t B = hidden_in.dim(0), T = hidden_in.dim(1);
   if (cache.batch() != B || cache.layers() != dims_.layers) {
-    throw std::invalid_argument("Transformer::forward_decode: cache holds " + std::to_string(cache.batch()) +
-                                " sequences of " + std::to_string(cache.layers()) + " layers, ids are " +
-                                ids.describe() + " for a model of " + std::to_string(dims_.layers) + " layers");
+    throw std::invalid_argument("Transformer::decode_blocks: cache holds " + std::to_string(cache.batch()) +
+                                " sequences of " + std::to_string(cache.layers()) + " layers, the hidden state is " +
+                                hidden_in.describe() + " for a stage of " + std::to_string(dims_.layers) + " layers");
   }
   if (start_pos < 0 || start_pos > cache.length()) {
-    throw std::invalid_argument("Transformer::forward_decode: start_pos " + std::to_string(start_pos) +
+    throw std::invalid_argument("Transformer::decode_blocks: start_pos " + std::to_string(start_pos) +
                                 " must be in [0, cache length " + std::to_string(cache.length()) + "]");
   }
   const std::int64_t end = start_pos + T;
   if (end > cache.capacity() || end > config_.max_seq_len) {
-    throw std::invalid_argument("Transformer::forward_decode: positions up to " + std::to_string(end) +
+    throw std::invalid_argument("Transformer::decode_blocks: positions up to " + std::to_string(end) +
                                 " exceed the cache capacity " + std::to_string(cache.capacity()) +
                                 " or max_seq_len " + std::to_string(config_.max_seq_len));
   }
-
+  Tensor& input = decode_input(B, T);
+  if (hidden_in.raw() != input.raw()) backend_.copy(hidden_in, input);
   SlotActivations& s = decode_acts_;
-  s.plan(dims_, true, B, T, backend_.device());
-  parallel::VocabParallelEmbedding::forward(tp_, backend_, ids.reshape({B * T}), token_embedding_, s.input);
-  if (position_embedding_.defined()) {
-    const Tensor positions = position_embedding_.view(start_pos * C, {T, C});
-    for (std::int64_t b = 0; b < B; ++b) {
-      Tensor rows = s.input.view(b * T * C, {T, C});
-      backend_.add_inplace(rows, positions);
-    }
-  }
   const Tensor* x = &s.input;
   for (std::size_t i = 0; i < blocks_.size(); ++i) {
     const auto layer = static_cast<std::int64_t>(i);
@@ -371,14 +479,36 @@ const Tensor& Transformer::forward_decode(const Tensor& ids, KvCache& cache, std
     x = &s.layers[i].output;
   }
   cache.set_length(end);
+  return *x;
+}
 
-  final_norm_.forward(backend_, *x, s.final_norm_out, s.final_norm_mean, s.final_norm_rstd);
-  if (!decode_logits_storage_.defined() || decode_logits_storage_.numel() < B * T * V) {
-    decode_logits_storage_ = Tensor::empty({B * T * V}, DType::F32, backend_.device());
+const Tensor& Transformer::decode_head(const Tensor& hidden) {
+  require_stage(shard_.owns_head(config_) && head_ == HeadKind::LM, "decode_head",
+                "this shard has no LM head (it is not the last stage, or the head is scalar)");
+  if (hidden.ndim() != 3 || hidden.dim(2) != dims_.d_model) {
+    throw std::invalid_argument("Transformer::decode_head: hidden state must be [B, T, " +
+                                std::to_string(dims_.d_model) + "], got " + hidden.describe());
+  }
+  const std::int64_t B = hidden.dim(0), T = hidden.dim(1), N = B * T;
+  const std::int64_t V = dims_.vocab_global, Vs = dims_.vocab;
+  decode_input(B, T);
+  SlotActivations& s = decode_acts_;
+  final_norm_.forward(backend_, hidden, s.final_norm_out, s.final_norm_mean, s.final_norm_rstd);
+  if (!decode_logits_storage_.defined() || decode_logits_storage_.numel() < N * V) {
+    decode_logits_storage_ = Tensor::empty({N * V}, DType::F32, backend_.device());
   }
   decode_logits_ = decode_logits_storage_.view(0, {B, T, V});
-  Tensor logits = decode_logits_.reshape({B * T, V});
-  head_linear_.forward(backend_, s.final_norm_out, logits);
+  Tensor logits = decode_logits_.reshape({N, V});
+  if (!tp_.active()) {
+    head_linear_.forward(backend_, s.final_norm_out, logits);
+    return decode_logits_;
+  }
+  if (!decode_local_storage_.defined() || decode_local_storage_.numel() < N * Vs) {
+    decode_local_storage_ = Tensor::empty({N * Vs}, DType::F32, backend_.device());
+  }
+  Tensor local = decode_local_storage_.view(0, {N, Vs});
+  head_linear_.forward(backend_, s.final_norm_out, local);
+  parallel::GatherVocabFromTp::forward(tp_, backend_, local, decode_gathered_storage_, decode_order_, logits);
   return decode_logits_;
 }
 

@@ -18,14 +18,19 @@
 // lm_head_backward must follow its slot's lm_head_forward with no other LM-head forward in
 // between (the 1F1B last stage does exactly that).
 //
+// LoRA (lora_config.h): a shard built with a LoraConfig of rank > 0 holds the adapters after
+// its base parameters, trains only them (base weights, embeddings, norms and head get no
+// gradients), and drops out the adapters' inputs in training forwards once
+// set_lora_dropout() has said which step and rows they belong to.
+//
 // Inputs held by reference: ids and targets are kept (as Tensor handles) from forward to
 // backward; the caller must not overwrite them in between.
 //
 // Tensor parallelism: a shard with tp_size > 1 runs once set_tensor_parallel() has given it
 // its tp group; the blocks, the vocab-parallel embedding and the vocab-parallel LM head and
-// loss then communicate over it (core/parallel/tensor_parallel.h). Nothing else here
-// communicates: pipeline transfers and gradient reduction belong to the schedule and the
-// trainer.
+// loss then communicate over it (core/parallel/tensor_parallel.h); generation's LM head
+// all-gathers its vocabulary slices instead. Nothing else here communicates: pipeline
+// transfers and gradient reduction belong to the schedule, the trainer and the generator.
 //
 // Threads: one thread drives a Transformer.
 #pragma once
@@ -55,13 +60,15 @@ struct LossSum {
 
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend);
+  Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend,
+              const LoraConfig& lora = {});
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
   const ModelConfig& config() const { return config_; }
   const ShardSpec& shard() const { return shard_; }
   HeadKind head_kind() const { return head_; }
+  const LoraConfig& lora() const { return lora_; }
   const ShardDims& dims() const { return dims_; }
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
@@ -86,8 +93,26 @@ class Transformer {
   using GradReadyHook = std::function<void(const GradRange&)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
 
+  // The flat-buffer range [begin, end) a training step updates: the adapters with LoRA
+  // (every other gradient stays zero), else the whole buffer.
+  GradRange trainable_range() const { return trainable_; }
+
+  // LoRA dropout of the training forwards that follow: the k-th blocks_forward after this
+  // call is micro-batch k of optimizer step `step`, whose first row is row `first_row` of
+  // the step's global batch (forwards run in micro-batch order under every schedule). Each
+  // slot keeps its forward's mask for its backward. training = false (the default state):
+  // no dropout (evaluation). No effect without LoRA dropout.
+  struct LoraDropoutStep {
+    bool training = false;
+    std::uint64_t seed = 0;
+    std::int64_t step = 0;
+    std::int64_t first_row = 0;
+  };
+  void set_lora_dropout(const LoraDropoutStep& step);
+
   // Layout-independent init (see init.h) of this shard's slice.
   void init_weights(std::uint64_t seed);
+  // Zeroes the trainable range of the gradient buffer (the rest is never written).
   void zero_grads();
 
   // ---- whole model (single stage: owns every layer, tp_size = 1) -------------------------
@@ -99,15 +124,31 @@ class Transformer {
   const Tensor& forward_scalar(const Tensor& ids);
   void backward_scalar(const Tensor& dvalues);  // dvalues [B, T] f32
 
-  // ---- generation (single stage, tp_size = 1, LM head; forward only) --------------------
-  // An empty cache for `batch` sequences of up to `capacity` positions (<= max_seq_len).
+  // ---- generation (LM head; forward only) ----------------------------------------------
+  // An empty cache of this stage's layers for `batch` sequences of up to `capacity`
+  // positions (<= max_seq_len).
   KvCache make_kv_cache(std::int64_t batch, std::int64_t capacity) const;
-  // ids [B, T] i32 are the tokens at positions [start_pos, start_pos + T) of each sequence;
-  // the cache must hold positions [0, start_pos) (prefill: start_pos 0, T = prompt length;
-  // decode: T = 1). Appends their keys/values, sets cache.length() = start_pos + T and
-  // returns logits [B, T, V], valid until the next forward_decode. Throws std::logic_error
-  // for a pipeline stage or a tensor-parallel shard (not supported yet).
+  // Single stage (any tp_size): ids [B, T] i32 are the tokens at positions
+  // [start_pos, start_pos + T) of each sequence; the cache must hold positions [0, start_pos)
+  // (prefill: start_pos 0, T = prompt length; decode: T = 1). Appends their keys/values, sets
+  // cache.length() = start_pos + T and returns the full logits [B, T, V] (gathered over tp,
+  // so every tp rank holds the same bits), valid until the next decode_head. Throws
+  // std::logic_error for a pipeline stage: use the decode steps below.
   const Tensor& forward_decode(const Tensor& ids, KvCache& cache, std::int64_t start_pos);
+
+  // ---- generation stage steps (pipeline stages; forward_decode composes them) -----------
+  // First stage: the embedded tokens ids [B, T] at positions [start_pos, start_pos + T)
+  // as the hidden state [B, T, C], valid until the next decode step.
+  const Tensor& decode_embed(const Tensor& ids, std::int64_t start_pos);
+  // The decode input buffer for (B, T), for receiving a hidden state in place.
+  Tensor& decode_input(std::int64_t batch, std::int64_t seq);
+  // Runs this stage's layers over hidden_in [B, T, C] (decode_embed's or decode_input's
+  // tensor, or any other, copied in) with this stage's cache, as forward_decode describes;
+  // returns the stage output [B, T, C].
+  const Tensor& decode_blocks(const Tensor& hidden_in, KvCache& cache, std::int64_t start_pos);
+  // Last stage: final norm and LM head on decode_blocks' output; returns the full logits
+  // [B, T, V], all-gathered over tp when the head is vocab-parallel.
+  const Tensor& decode_head(const Tensor& hidden);
 
   // ---- stage steps (pipeline schedules) -------------------------------------------------
   // Embedding lookup (stage with layer 0): returns the hidden state [B, T, C] of the slot.
@@ -123,8 +164,16 @@ class Transformer {
   // The logits [B·T, V/tp] of the last lm_head_forward, until lm_head_backward overwrites
   // them with their gradient (for evaluation and tests).
   const Tensor& lm_logits() const { return workspace_.logits; }
+  // Per-token losses [B·T] of the last lm_head_forward: -log p(target) over the whole
+  // vocabulary (every tp rank gets the same), 0 for ignored targets. Valid until the next
+  // lm_head_forward or lm_head_backward.
+  Tensor lm_token_losses() const;
   // Returns ∂L/∂hidden [B, T, C] (the shared backward buffer).
   const Tensor& lm_head_backward(float dloss_per_token, int slot = 0);
+  // The same with a weight per token: L = Σ_t dloss[t] · loss_t, dloss [B·T] f32 (ignored
+  // targets contribute nothing whatever their weight). Preference and policy-gradient
+  // losses reach the model through this: ∂L/∂log p(target_t) = -dloss[t].
+  const Tensor& lm_head_backward(const Tensor& dloss, int slot = 0);
   const Tensor& scalar_head_forward(const Tensor& hidden, int slot = 0);  // values [B, T]
   const Tensor& scalar_head_backward(const Tensor& dvalues, int slot = 0);
   // dhidden_out: the head's return value, or a received gradient [B, T, C] (copied into
@@ -141,6 +190,8 @@ class Transformer {
   void head_norm_forward(const Tensor& hidden, SlotActivations& s, int slot);
   const Tensor& head_backward(const Tensor& dhead_out, SlotActivations& s, int slot);
   void build_grad_ranges();
+  // The LoRA dropout of the next training forward (p = 0 when off); advances the micro count.
+  LoraDropout next_lora_dropout(std::int64_t batch, std::int64_t seq);
   void report_ready(const GradRange& range) const {
     if (grad_ready_ && range.end > range.begin) grad_ready_(range);
   }
@@ -148,6 +199,7 @@ class Transformer {
   ModelConfig config_;
   ShardSpec shard_;
   HeadKind head_;
+  LoraConfig lora_;
   Backend& backend_;
   ShardDims dims_;
   ParameterSet params_;
@@ -172,9 +224,16 @@ class Transformer {
   GradRange head_range_, embed_range_;
   std::vector<GradRange> layer_ranges_;  // per owned layer, first to last
   GradReadyHook grad_ready_;
+  GradRange trainable_;
+  LoraDropoutStep lora_step_;
+  int lora_micro_ = 0;                       // training forwards since set_lora_dropout
+  std::vector<LoraDropout> slot_dropout_;    // the mask of each slot's last forward
   SlotActivations decode_acts_;  // forward_decode's activations, sized for its (B, T)
   Tensor decode_logits_storage_; // flat, sized for the largest B·T·V seen
-  Tensor decode_logits_;         // [B, T, V] view of it: the last forward_decode's logits
+  Tensor decode_logits_;         // [B, T, V] view of it: the last decode_head's logits
+  // tp > 1: this rank's vocabulary slice of the logits, every rank's slices (rank-major) and
+  // the row order that interleaves them into [B·T, V]; each sized for the largest B·T seen.
+  Tensor decode_local_storage_, decode_gathered_storage_, decode_order_;
 };
 
 }  // namespace loom::model

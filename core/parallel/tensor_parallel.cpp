@@ -24,6 +24,37 @@ void VocabParallelEmbedding::backward(const TpGroup& tp, Backend& backend, const
   backend.embedding_backward(ids, dout, dtable, static_cast<std::int64_t>(tp.rank) * dtable.dim(0));
 }
 
+void GatherVocabFromTp::forward(const TpGroup& tp, Backend& backend, const Tensor& local, Tensor& gathered,
+                                Tensor& order, Tensor& full) {
+  const std::int64_t vocab_slice = local.dim(local.ndim() - 1);
+  const std::int64_t rows = local.numel() / vocab_slice;
+  if (full.numel() != rows * vocab_slice * tp.size) {
+    throw std::invalid_argument("GatherVocabFromTp: full logits " + full.describe() + " do not hold " +
+                                std::to_string(tp.size) + " slices of " + local.describe());
+  }
+  if (!tp.active()) {
+    backend.copy(local, full);
+    return;
+  }
+  const std::int64_t parts = tp.size;
+  if (!gathered.defined() || gathered.numel() < parts * local.numel()) {
+    gathered = Tensor::empty({parts * local.numel()}, DType::F32, backend.device());
+  }
+  Tensor all = gathered.view(0, {parts * rows, vocab_slice});
+  tp.comm->all_gather(local, all);
+  // all holds rank r's slice of row n at row r·N + n; full row n is the slices of every rank
+  // side by side, i.e. row n·tp + r of full viewed as [N·tp, V/tp].
+  if (!order.defined() || order.numel() != parts * rows) {
+    order = Tensor::empty({parts * rows}, DType::I32);
+    std::int32_t* index = order.data<std::int32_t>();
+    for (std::int64_t n = 0; n < rows; ++n) {
+      for (std::int64_t r = 0; r < parts; ++r) index[n * parts + r] = static_cast<std::int32_t>(r * rows + n);
+    }
+  }
+  Tensor out = full.reshape({rows * parts, vocab_slice});
+  backend.gather_rows(all, order, out);
+}
+
 void VocabParallelCrossEntropy::plan(const TpGroup& tp, std::int64_t rows, Device device) {
   if (stats_.defined() && stats_.dim(0) == rows && all_stats_.dim(0) == tp.size) return;
   stats_ = Tensor::empty({rows, 3}, DType::F32, device);

@@ -7,6 +7,7 @@
 //   embedding:                                   VocabParallelEmbedding (rows of V/tp)
 //   LM head + loss:                              CopyToTp -> local logits [N, V/tp] ->
 //                                                VocabParallelCrossEntropy (never gathers V)
+//   LM head for sampling (generation):           local logits -> GatherVocabFromTp [N, V]
 //
 // With tp = 1 (TpGroup::comm == nullptr) every pair is the identity and no collective runs.
 //
@@ -53,6 +54,15 @@ struct ReduceFromTp {
 struct VocabParallelEmbedding {
   static void forward(const TpGroup& tp, Backend& backend, const Tensor& ids, const Tensor& table, Tensor& out);
   static void backward(const TpGroup& tp, Backend& backend, const Tensor& ids, const Tensor& dout, Tensor& dtable);
+};
+
+// Vocab-parallel logits made whole (generation, forward only: a sampler needs every column):
+// local [N, V/tp] of every rank -> full [N, V], the same bits on every rank. gathered
+// ([tp·N·V/tp] f32) and order ([tp·N] i32) are the caller's scratch, (re)allocated here when
+// too small. With tp = 1 it copies local into full.
+struct GatherVocabFromTp {
+  static void forward(const TpGroup& tp, Backend& backend, const Tensor& local, Tensor& gathered, Tensor& order,
+                      Tensor& full);
 };
 
 // Vocab-parallel softmax cross-entropy over logits [N, V/tp]: per-row (max, Σexp, target

@@ -258,14 +258,31 @@ int prepare_wordnet_pairs(const std::string& tokenizer_argument, const fs::path&
   return 0;
 }
 
+// The same problems as supervised completions (" 42" after the prompt), for the SFT stage
+// that teaches the answer format before PPO/GRPO reward getting it right.
+std::vector<JsonlRecord> arithmetic_completions(const std::vector<JsonlRecord>& prompts) {
+  std::vector<JsonlRecord> out;
+  out.reserve(prompts.size());
+  for (const JsonlRecord& p : prompts) {
+    JsonlRecord r;
+    r.format = JsonlFormat::Completion;
+    r.line = p.line;
+    r.prompt = p.prompt;
+    r.completion = " " + p.answer.value_or("");
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& out, const ArithmeticOptions& options,
-                       bool jsonl, bool verbose, bool force) {
+                       bool jsonl, bool sft, bool verbose, bool force) {
   const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
   const std::string fingerprint = inputs_fingerprint(
       {"arithmetic/v1", fingerprint_hex(tokenizer_fingerprint(tokenizer_path)), std::to_string(options.train),
        std::to_string(options.validation), std::to_string(options.seed), std::to_string(options.max_operand),
        options.ops});
-  if (!force && split_outputs_up_to_date(out, fingerprint, jsonl)) {
+  if (!force && split_outputs_up_to_date(out, fingerprint, jsonl) &&
+      (!sft || split_outputs_up_to_date(out / "sft", fingerprint, jsonl))) {
     say_up_to_date({out / "train.h5", out / "val.h5"});
     return 0;
   }
@@ -280,6 +297,10 @@ int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& ou
     print_examples("validation", validation, 3);
   }
   write_split(train, validation, tokenizer_path, fingerprint, "arithmetic", out, jsonl);
+  if (sft) {
+    write_split(arithmetic_completions(train), arithmetic_completions(validation), tokenizer_path, fingerprint,
+                "arithmetic completions", out / "sft", jsonl);
+  }
   return 0;
 }
 
@@ -391,7 +412,7 @@ int main(int argc, char** argv) {
   auto* pairs = app.add_subcommand(
       "wordnet-pairs", "WordNet definition preference pairs into DIR/train.h5 and DIR/val.h5 (kind preference)");
   WordNetPairOptions pair_options;
-  bool export_jsonl = false, verbose = false;
+  bool export_jsonl = false, verbose = false, arithmetic_sft = false;
   pairs->add_option("--tokenizer", tokenizer, "tokenizer.json, a directory, or gpt2")->required();
   pairs->add_option("--out", out_dir, "Output directory")->required();
   pairs->add_option("--validation-fraction", pair_options.validation_fraction,
@@ -413,6 +434,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   arithmetic->add_option("--ops", arithmetic_options.ops, "Comma-separated subset of + - *")->capture_default_str();
   arithmetic->add_flag("--jsonl", export_jsonl, "Also write DIR/train.jsonl and DIR/val.jsonl (prompt, answer)");
+  arithmetic->add_flag("--sft", arithmetic_sft,
+                       "Also write the same problems as completions (\" 42\") to DIR/sft/train.h5 and DIR/sft/val.h5 "
+                       "(kind sft), for the SFT stage before PPO/GRPO");
   arithmetic->add_flag("--verbose", verbose, "Print a few prompts of each split");
   arithmetic->add_flag("--force", force, "Rebuild even when the outputs are up to date");
 
@@ -438,7 +462,7 @@ int main(int argc, char** argv) {
     if (*brown) return prepare_brown(tokenizer, out_dir, held_out, every_nth, force);
     if (*wordnet) return prepare_wordnet(tokenizer, out_dir, definition_options, force);
     if (*pairs) return prepare_wordnet_pairs(tokenizer, out_dir, pair_options, export_jsonl, verbose, force);
-    if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, verbose, force);
+    if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, arithmetic_sft, verbose, force);
     if (*jsonl) return prepare_jsonl(input, tokenizer, out_file, format, force);
     if (*inspect_cmd) return inspect(inspect_file, tokenizer, document);
   } catch (const std::exception& error) {

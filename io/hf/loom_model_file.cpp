@@ -72,6 +72,17 @@ LoomModel read_checkpoint_view(const fs::path& file, hid_t f) {
   if (H5_CHECK(H5Lexists(f, "model/score_head.weight", H5P_DEFAULT), where) > 0) {
     fail(file, "holds a model with a scalar (reward/value) head; only language models convert to Hugging Face");
   }
+  // A LoRA run's checkpoint holds the frozen base weights and the adapters apart; reading only
+  // the base would silently drop the fine-tuning.
+  for (std::int64_t layer = 0; layer < model.config.n_layers; ++layer) {
+    for (const char* target : {"attn.qkv", "attn.out", "mlp.gate", "mlp.up", "mlp.down"}) {
+      const std::string adapter = "model/layers." + std::to_string(layer) + "." + target + ".lora_a";
+      if (H5_CHECK(H5Lexists(f, adapter.c_str(), H5P_DEFAULT), where) > 0) {
+        fail(file, "holds LoRA adapters (/" + adapter + ") beside the frozen base weights; use the run's model.h5, "
+                   "which has them merged");
+      }
+    }
+  }
   H5Handle access(H5_CHECK(H5Pcreate(H5P_DATASET_ACCESS), where), H5Pclose);
   const std::string dir = fs::absolute(file).parent_path().string();
   H5_CHECK(H5Pset_virtual_prefix(access, dir.c_str()), where);

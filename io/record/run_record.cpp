@@ -8,6 +8,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <iomanip>
+#include <sstream>
 #include <fstream>
 #include <optional>
 #include <stdexcept>
@@ -145,6 +148,15 @@ nlohmann::json host_info() {
                                : std::int64_t{0}},
           {"os", std::string(name.sysname) + " " + name.release},
           {"machine", name.machine}};
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::ostringstream out;
+  out << std::put_time(&utc, "%Y-%m-%dT%H:%M:%SZ");
+  return out.str();
 }
 
 }  // namespace loom::record

@@ -37,6 +37,9 @@ nlohmann::json read_run_record(const std::filesystem::path& run_dir);
 // not there (an installed binary on a compute node).
 std::string git_commit(const std::filesystem::path& source_dir = {});
 
+// The current time in UTC, "2026-11-21T15:58:27Z".
+std::string utc_now();
+
 // {"hostname", "cpu_cores", "cpu_model", "memory_bytes", "os", "machine"}.
 nlohmann::json host_info();
 

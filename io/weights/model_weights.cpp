@@ -65,6 +65,16 @@ nlohmann::json load_model_weights(const std::filesystem::path& file, model::Tran
     }
   }
   auto tensors = named_parameters(model);
+  // A reward model or critic starts from a language model's backbone: the file's LM head is
+  // left out and the score head keeps its init. The other way round is refused.
+  const std::string file_head = metadata.value("head", std::string(model::head_kind_name(model::HeadKind::LM)));
+  if (file_head != model::head_kind_name(model.head_kind())) {
+    if (model.head_kind() != model::HeadKind::Scalar) {
+      throw std::runtime_error(file.string() + ": holds a model with a " + file_head +
+                               " head, but a language model (LM head) is needed here");
+    }
+    std::erase_if(tensors, [](const auto& named) { return named.name.rfind("score_head.", 0) == 0; });
+  }
   load_weights(file, tensors);
   return metadata;
 }

@@ -1,7 +1,8 @@
 // Generation with a KV cache: the cached attention op against full causal attention, cached
 // decode logits and greedy tokens against full recompute (forward_lm over the whole prefix
 // at every step) for GPT-2 (learned positions) and Llama (GQA + RoPE), ragged prompts,
-// stop tokens, and the seeded sampler's determinism.
+// stop tokens, the seeded sampler's determinism, the decode stage steps of pipeline stages
+// and GenerationSteps' choice replay (the parts train::generate distributes).
 #define BOOST_TEST_MODULE generation
 #include <boost/test/unit_test.hpp>
 
@@ -249,4 +250,74 @@ BOOST_AUTO_TEST_CASE(decode_rejects_unsupported_shards) {
   BOOST_CHECK_THROW(whole.make_kv_cache(1, 65), std::invalid_argument);
   loom::model::KvCache ok = whole.make_kv_cache(1, 8);
   BOOST_CHECK_THROW(whole.forward_decode(ids_of({1, 2}), ok, 1), std::invalid_argument);  // cache is empty
+}
+
+// Two pipeline stages in one process (layers [0, 1) and [1, 2), same seed) driven by the
+// decode stage steps give the whole model's logits bit for bit: the same ops on the same
+// weights in the same order; each stage's cache holds only its own layer.
+BOOST_AUTO_TEST_CASE(decode_stage_steps_compose_to_forward_decode) {
+  auto backend = loom::make_cpu_backend();
+  for (Family family : {Family::GPT2, Family::Llama}) {
+    const ModelConfig c = small(family);
+    Transformer whole(c, ShardSpec::whole(c), HeadKind::LM, *backend);
+    Transformer first(c, ShardSpec{0, 1, 0, 1}, HeadKind::LM, *backend);
+    Transformer last(c, ShardSpec{1, 2, 0, 1}, HeadKind::LM, *backend);
+    whole.init_weights(9);
+    first.init_weights(9);
+    last.init_weights(9);
+    loom::model::KvCache whole_cache = whole.make_kv_cache(1, 8);
+    loom::model::KvCache first_cache = first.make_kv_cache(1, 8), last_cache = last.make_kv_cache(1, 8);
+    BOOST_CHECK_EQUAL(first_cache.layers(), 1);
+    const std::vector<Tokens> steps = {{3, 14, 15, 9}, {26}, {5}};
+    std::int64_t pos = 0;
+    for (const Tokens& step : steps) {
+      const Tensor ids = ids_of(step);
+      const Tensor& want = whole.forward_decode(ids, whole_cache, pos);
+      const Tensor& hidden = first.decode_blocks(first.decode_embed(ids, pos), first_cache, pos);
+      Tensor& received = last.decode_input(1, ids.dim(1));
+      backend->copy(hidden, received);
+      const Tensor& got = last.decode_head(last.decode_blocks(received, last_cache, pos));
+      BOOST_REQUIRE_EQUAL(got.numel(), want.numel());
+      BOOST_CHECK(std::equal(got.data<float>(), got.data<float>() + got.numel(), want.data<float>()));
+      pos += ids.dim(1);
+      BOOST_CHECK_EQUAL(first_cache.length(), pos);
+      BOOST_CHECK_EQUAL(last_cache.length(), pos);
+    }
+    BOOST_CHECK_THROW(last.decode_embed(ids_of({1}), 0), std::logic_error);
+    BOOST_CHECK_THROW(first.decode_head(first.decode_input(1, 1)), std::logic_error);
+  }
+}
+
+// GenerationSteps on a rank without logits, fed each step's choice, ends with the same
+// result as the rank that chose.
+BOOST_AUTO_TEST_CASE(generation_steps_apply_replays_choices) {
+  auto backend = loom::make_cpu_backend();
+  const ModelConfig c = small(Family::Llama);
+  Transformer model(c, ShardSpec::whole(c), HeadKind::LM, *backend);
+  model.init_weights(4);
+  const std::vector<Tokens> prompts = {prompt(3, 1), prompt(6, 2)};
+  GenerationConfig config;
+  config.max_new_tokens = 5;
+  config.sampling = {1.0f, 20, 1.0f, 3};
+  loom::model::GenerationSteps chooser(prompts, config, kVocab), follower(prompts, config, kVocab);
+  BOOST_CHECK_EQUAL(chooser.prefill_length(), 3);
+  BOOST_CHECK_EQUAL(chooser.capacity(), 11);
+  loom::model::KvCache cache = model.make_kv_cache(2, chooser.capacity());
+  const Tensor* logits = &model.forward_decode(chooser.prefill_ids(), cache, 0);
+  int steps = 0;
+  for (std::int64_t pos = chooser.prefill_length();; ++pos, ++steps) {
+    chooser.choose(*logits, pos);
+    Tensor received = Tensor::empty({2 * 2 + 1}, DType::I32);
+    std::copy_n(chooser.choice().data<std::int32_t>(), received.numel(), received.data<std::int32_t>());
+    follower.apply(received);
+    BOOST_CHECK_EQUAL(follower.finished(), chooser.finished());
+    if (chooser.finished()) break;
+    logits = &model.forward_decode(chooser.step_ids(), cache, pos);
+  }
+  // Sequence 1 feeds 3 more prompt tokens first, then both make 5 tokens: 3 + 5 choices.
+  BOOST_CHECK_EQUAL(steps + 1, 8);
+  BOOST_CHECK(follower.result().tokens == chooser.result().tokens);
+  BOOST_CHECK_EQUAL(follower.result().new_tokens, 10);
+  BOOST_CHECK(chooser.result().tokens == loom::model::generate(model, prompts, config).tokens);
+  BOOST_CHECK_THROW(follower.apply(Tensor::empty({4}, DType::I32)), std::invalid_argument);
 }

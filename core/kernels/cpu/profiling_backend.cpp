@@ -159,6 +159,12 @@ void ProfilingBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const
   record("rmsnorm_backward " + shape_of(x), t0);
 }
 
+void ProfilingBackend::dropout_forward(const Tensor& x, Tensor& y, const DropoutArgs& args, bool accumulate) {
+  const auto t0 = Clock::now();
+  inner_.dropout_forward(x, y, args, accumulate);
+  record("dropout_forward " + shape_of(x), t0);
+}
+
 void ProfilingBackend::gelu_forward(const Tensor& x, Tensor& y) {
   const auto t0 = Clock::now();
   inner_.gelu_forward(x, y);

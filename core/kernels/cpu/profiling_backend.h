@@ -77,6 +77,8 @@ class ProfilingBackend final : public Backend {
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                        Tensor& dup) override;
 
+  void dropout_forward(const Tensor& x, Tensor& y, const DropoutArgs& args, bool accumulate) override;
+
   void rope_forward(Tensor& qkv, const AttentionShape& shape, const RopeConfig& rope,
                     std::int64_t position_offset) override;
   void rope_backward(Tensor& dqkv, const AttentionShape& shape, const RopeConfig& rope,
