@@ -177,10 +177,13 @@ void Engine::load_weights(const std::string& file) {
   // Every rank reads the whole file and keeps its slice: simple and fine for the models that
   // fit one host's memory; sharded checkpoints read hyperslabs instead.
   model::Transformer whole(config_, model::ShardSpec::whole(config_), options_.head, backend_);
-  io::load_model_weights(file, whole);
+  const nlohmann::json metadata = io::load_model_weights(file, whole);
+  // A scalar head started from a language model's backbone keeps its init (the file has none).
+  const bool fresh_head = metadata.value("head", std::string("lm")) != model::head_kind_name(options_.head);
   model::ParameterSet& mine = model_->params();
   for (const model::ParameterEntry& e : mine.entries()) {
     if (model::is_lora_parameter(e.name)) continue;  // adapters keep their init: the file is a plain model
+    if (fresh_head && e.name.rfind("score_head.", 0) == 0) continue;
     copy_slice(e, shard_, mine.value(e), whole.params().value(e.name), /*to_whole=*/false);
   }
 }
