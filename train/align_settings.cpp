@@ -37,7 +37,8 @@ void add_dpo_settings(config::Schema& schema) {
                   "Weights of the frozen reference model; unset = train.init_from (the policy's start)");
   schema.add_int("dpo.generate_prompts", 0,
                  "At each validation, greedy-generate completions for this many held-out prompts and report how "
-                 "often they equal the chosen completion exactly; 0 = off", {.min = 0});
+                 "often they equal the chosen completion exactly, their token F1 to the chosen and to the rejected "
+                 "completion, and how often they are closer to the chosen; 0 = off", {.min = 0});
 }
 
 void add_rollout_settings(config::Schema& schema) {

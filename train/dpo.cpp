@@ -1,6 +1,7 @@
 #include "train/dpo.h"
 
 #include <cmath>
+#include <map>
 #include <iostream>
 #include <sstream>
 
@@ -74,12 +75,9 @@ class DpoTrainer final : public Trainer {
     policy_.forward_backward(work, shape_.micro_batches, shape_.micro_rows, batch.ids.dim(1));
     policy_.reduce_gradients();
     sums.reduce(policy_);
-    const double norm = policy_.grad_norm();
     StepOutcome outcome;
     outcome.loss = sums.mean(sums.loss);
-    outcome.finite = std::isfinite(outcome.loss) && std::isfinite(norm);
-    context.before_update();
-    if (outcome.finite) policy_.optimizer_step(context.lr, optim::clip_scale(norm, grad_clip_));
+    const double norm = finish_step(policy_, context, outcome.loss, grad_clip_, outcome.finite);
     outcome.tokens = batch.ids.numel() * policy_.dp_size();
     outcome.metrics = sums.json("");
     outcome.metrics.erase("loss");
@@ -105,10 +103,13 @@ class DpoTrainer final : public Trainer {
     nlohmann::json metrics = sums.json("val_");
     metrics["val_pairs"] = sums.pairs;
     if (generate_prompts_ > 0) {
-      const auto [matches, prompts] = greedy_matches();
-      val_greedy_ = prompts > 0 ? matches / prompts : 0.0;
-      metrics["val_greedy_exact"] = *val_greedy_;
-      metrics["val_greedy_prompts"] = prompts;
+      const GreedyScores g = greedy_matches();
+      val_greedy_ = g.exact;
+      metrics["val_greedy_exact"] = g.exact;
+      metrics["val_greedy_f1_chosen"] = g.f1_chosen;
+      metrics["val_greedy_f1_rejected"] = g.f1_rejected;
+      metrics["val_greedy_closer_to_chosen"] = g.closer_to_chosen;
+      metrics["val_greedy_prompts"] = g.prompts;
     }
     std::string phrase = "held-out loss " + std::to_string(sums.mean(sums.loss)).substr(0, 6) + ", accuracy " +
                          std::to_string(*val_accuracy_).substr(0, 5) + " (" +
@@ -127,17 +128,25 @@ class DpoTrainer final : public Trainer {
  private:
   // Greedy completions of the first generate_prompts_ held-out prompts (split over the dp
   // ranks): {how many equal the chosen completion token for token, prompts}.
-  std::pair<double, double> greedy_matches() {
+  struct GreedyScores {
+    double exact = 0, f1_chosen = 0, f1_rejected = 0, closer_to_chosen = 0, prompts = 0;
+  };
+  GreedyScores greedy_matches() {
     const std::int64_t pairs = std::min(generate_prompts_, val_store_->n_documents() / 2);
-    std::vector<std::vector<std::int32_t>> prompts, wanted;
+    std::vector<std::vector<std::int32_t>> prompts, wanted, unwanted;
+    auto split = [](const io::DocumentView& doc, std::vector<std::int32_t>& prompt, std::vector<std::int32_t>& completion) {
+      for (std::size_t i = 0; i < doc.tokens.size(); ++i) (doc.loss_mask[i] ? completion : prompt).push_back(doc.tokens[i]);
+    };
     for (std::int64_t p = policy_.dp_rank(); p < pairs; p += policy_.dp_size()) {
-      const io::DocumentView doc = val_store_->document(2 * p);
-      std::vector<std::int32_t> prompt, chosen;
-      for (std::size_t i = 0; i < doc.tokens.size(); ++i) (doc.loss_mask[i] ? chosen : prompt).push_back(doc.tokens[i]);
+      std::vector<std::int32_t> prompt, chosen, ignored, rejected;
+      split(val_store_->document(2 * p), prompt, chosen);
+      split(val_store_->document(2 * p + 1), ignored, rejected);
       prompts.push_back(std::move(prompt));
       wanted.push_back(std::move(chosen));
+      unwanted.push_back(std::move(rejected));
     }
-    double counts[2] = {0, static_cast<double>(prompts.size())};
+    // exact matches, Σ F1 to the chosen, Σ F1 to the rejected, closer to the chosen, prompts
+    double counts[5] = {0, 0, 0, 0, static_cast<double>(prompts.size())};
     const std::size_t batch = static_cast<std::size_t>(std::max<std::int64_t>(1, shape_.micro_rows));
     for (std::size_t at = 0; at < prompts.size(); at += batch) {
       const std::size_t end = std::min(prompts.size(), at + batch);
@@ -153,10 +162,36 @@ class DpoTrainer final : public Trainer {
       config.max_new_tokens = std::min(longest + 1, policy_.config().max_seq_len - longest_prompt);
       config.stop_tokens = {eos_};
       const model::GenerationResult result = generate(policy_, part, config);
-      for (std::size_t i = at; i < end; ++i) counts[0] += result.tokens[i - at] == wanted[i] ? 1.0 : 0.0;
+      for (std::size_t i = at; i < end; ++i) {
+        const auto& got = result.tokens[i - at];
+        const double f1_chosen = token_f1(got, wanted[i]), f1_rejected = token_f1(got, unwanted[i]);
+        counts[0] += got == wanted[i] ? 1.0 : 0.0;
+        counts[1] += f1_chosen;
+        counts[2] += f1_rejected;
+        counts[3] += f1_chosen > f1_rejected ? 1.0 : 0.0;
+      }
     }
     sum_over_replicas(policy_, counts);
-    return {counts[0], counts[1]};
+    const double n = std::max(1.0, counts[4]);
+    return {counts[0] / n, counts[1] / n, counts[2] / n, counts[3] / n, counts[4]};
+  }
+
+  // Token-overlap F1 of two token sequences (bags of tokens, SQuAD style), the stop token
+  // left out.
+  double token_f1(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) const {
+    std::map<std::int32_t, int> counts;
+    std::int64_t na = 0, nb = 0, common = 0;
+    for (const std::int32_t t : a) if (t != eos_) ++counts[t], ++na;
+    for (const std::int32_t t : b) {
+      if (t == eos_) continue;
+      ++nb;
+      auto it = counts.find(t);
+      if (it != counts.end() && it->second > 0) --it->second, ++common;
+    }
+    if (common == 0) return 0.0;
+    const double precision = static_cast<double>(common) / static_cast<double>(na);
+    const double recall = static_cast<double>(common) / static_cast<double>(nb);
+    return 2 * precision * recall / (precision + recall);
   }
 
   // The reference's summed log-probability of every row of this rank's batch (last stage).
@@ -236,17 +271,10 @@ config::Schema dpo_schema() {
 
 int run_dpo(const config::Config& config) {
   const std::string program = "loom-dpo";
-  const int threads = setup_threads(config);
-  const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
-  const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
-  const auto train_store = open_store(config, "data.train", model_config.vocab_size, "preference");
-  std::shared_ptr<const io::TokenStore> val_store;
-  if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size, "preference");
+  const TrainerInputs in = load_trainer_inputs(config, "preference");
   const align::PreferenceLoss loss = align::parse_preference_loss(config.get_string("dpo.loss"));
   const bool needs_reference = loss != align::PreferenceLoss::simpo;
-  std::optional<std::filesystem::path> reference_path;
-  if (config.has_value("dpo.reference")) reference_path = config.get_path("dpo.reference");
-  else if (config.has_value("train.init_from")) reference_path = config.get_path("train.init_from");
+  const std::optional<std::filesystem::path> reference_path = path_or(config, "dpo.reference", "train.init_from");
   if (needs_reference && !reference_path) {
     throw config::ConfigError("dpo.loss = " + config.get_string("dpo.loss") +
                               " needs a reference model: set dpo.reference or train.init_from (the SFT model)");
@@ -254,51 +282,31 @@ int run_dpo(const config::Config& config) {
 
   auto backend = make_cpu_backend();
   const EngineOptions options = engine_options(config);
-  const std::unique_ptr<Engine> policy_owner = make_engine(model_config, options, *backend);
+  const std::unique_ptr<Engine> policy_owner = make_engine(in.model, options, *backend);
   Engine& policy = *policy_owner;
   const BatchShape shape = batch_shape(config, policy.dp_size(), 2);
-  const std::int64_t seq_len = config.get_int("data.seq_len");
-  const std::int64_t max_steps = config.get_int("train.max_steps");
-  const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
-  policy.init_weights(seed);
+  policy.init_weights(static_cast<std::uint64_t>(config.get_int("train.seed")));
   if (config.has_value("train.init_from")) policy.load_weights(config.get_path("train.init_from").string());
   policy.make_optimizer(adamw_config(config));
   std::unique_ptr<Engine> reference;
-  if (needs_reference) {
-    EngineOptions frozen = options;
-    frozen.zero1 = false;
-    frozen.lora = {};
-    reference = make_engine(model_config, frozen, *backend);
-    reference->load_weights(reference_path->string());
-  }
-  const io::LoaderOptions loader_options = pair_loader_options(config, policy, shape, tokenizer.eos_id());
-  io::DataLoader loader(train_store, loader_options);
+  if (needs_reference) reference = make_frozen_engine(in.model, options, *backend, *reference_path);
+  const io::LoaderOptions loader_options = pair_loader_options(config, policy, shape, in.tokenizer.eos_id());
+  io::DataLoader loader(in.train, loader_options);
 
-  LoopSetup setup;
-  setup.program = program;
-  setup.models = {{"", &policy, "model.h5"}};
-  setup.loader = &loader;
-  setup.max_steps = max_steps;
-  setup.schedule = lr_schedule(config, max_steps);
-  setup.seed = seed;
-  setup.record = base_run_record(program, config, policy, shape, threads, backend->name(), seq_len);
-  setup.record["data"]["train"] = store_record(config, "data.train", *train_store);
-  if (val_store) setup.record["data"]["val"] = store_record(config, "data.val", *val_store);
+  LoopSetup setup = make_loop_setup(program, config, policy, loader, shape, in, *backend);
   if (reference_path) setup.record["reference"] = reference_path->string();
-  std::ostringstream data_line, loss_line;
-  data_line << train_store->n_documents() / 2 << " training pairs, batch " << shape.global_rows / 2 << " pairs x "
-            << seq_len << " tokens, micro-batch " << shape.micro_rows / 2 << " pairs, " << max_steps << " steps, "
-            << threads << " threads";
+  std::ostringstream loss_line;
   loss_line << "loss " << config.get_string("dpo.loss") << ", beta " << config.get_float("dpo.beta")
             << (needs_reference ? ", reference " + reference_path->string() : std::string(", no reference model"));
-  setup.banner = {describe_model(model_config), data_line.str(), loss_line.str(), "layout " + policy.describe()};
-  print_memory(program, policy, shape, seq_len);
+  setup.banner = {describe_model(in.model), describe_pairs(in, shape, setup.max_steps, config), loss_line.str(),
+                  "layout " + policy.describe()};
+  print_memory(program, policy, shape, config.get_int("data.seq_len"));
   align::PreferenceParams params;
   params.label_smoothing = config.get_float("dpo.label_smoothing");
   params.simpo_gamma = config.get_float("dpo.simpo_gamma");
   DpoTrainer trainer(policy, reference.get(), shape, loss, config.get_float("dpo.beta"), params,
-                     static_cast<float>(config.get_float("train.grad_clip")), val_store, loader_options,
-                     config.get_int("eval.batches"), config.get_int("dpo.generate_prompts"), tokenizer.eos_id());
+                     static_cast<float>(config.get_float("train.grad_clip")), in.val, loader_options,
+                     config.get_int("eval.batches"), config.get_int("dpo.generate_prompts"), in.tokenizer.eos_id());
   return run_training_loop(config, setup, trainer, *backend);
 }
 

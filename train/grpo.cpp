@@ -78,12 +78,9 @@ class GrpoTrainer final : public Trainer {
     policy_.forward_backward(work, shape_.micro_batches, shape_.micro_rows, r.seq);
     policy_.reduce_gradients();
     sum_over_last_stages(policy_, sums);
-    const double norm = policy_.grad_norm();
     StepOutcome outcome;
     outcome.loss = sums[0] / global_tokens;
-    outcome.finite = std::isfinite(outcome.loss) && std::isfinite(norm);
-    context.before_update();
-    if (outcome.finite) policy_.optimizer_step(context.lr, optim::clip_scale(norm, options_.grad_clip));
+    const double norm = finish_step(policy_, context, outcome.loss, options_.grad_clip, outcome.finite);
 
     double stats[6] = {0, 0, 0, 0, static_cast<double>(r.rows), 0};
     for (std::size_t i = 0; i < rows; ++i) {
@@ -108,20 +105,12 @@ class GrpoTrainer final : public Trainer {
 
   std::optional<Validation> validate() override {
     if (!val_prompts_) return std::nullopt;
-    const HeldOutScores s = held_out_scores(policy_, *val_prompts_, tokenizer_, rollout_options_, options_.eval_prompts,
-                                            shape_.micro_rows);
-    val_ = s;
-    return Validation{-s.reward,
-                      {{"val_reward", s.reward}, {"val_exact_match", s.exact_match}, {"val_format", s.format},
-                       {"val_completion_length", s.length}, {"val_prompts", s.prompts}},
-                      record::Progress::Field{"val_em", s.exact_match},
-                      held_out_phrase(s)};
+    val_ = held_out_scores(policy_, *val_prompts_, tokenizer_, rollout_options_, options_.eval_prompts, shape_.micro_rows);
+    return held_out_validation(*val_);
   }
 
-  nlohmann::json results() override {
-    if (!val_) return nlohmann::json::object();
-    return {{"val_reward", val_->reward}, {"val_exact_match", val_->exact_match}};
-  }
+  nlohmann::json results() override { return held_out_results(val_); }
+
 
  private:
   Engine& policy_;
@@ -146,12 +135,7 @@ config::Schema grpo_schema() {
 
 int run_grpo(const config::Config& config) {
   const std::string program = "loom-grpo";
-  const int threads = setup_threads(config);
-  const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
-  const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
-  const auto train_store = open_store(config, "data.train", model_config.vocab_size, "prompt");
-  std::shared_ptr<const io::TokenStore> val_store;
-  if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size, "prompt");
+  const TrainerInputs in = load_trainer_inputs(config, "prompt");
   if (config.get_string("rollout.reward") != "verifier") {
     throw config::ConfigError("rollout.reward = " + config.get_string("rollout.reward") +
                               ": loom-grpo scores completions with the verifier (use loom-ppo for a reward model)");
@@ -163,9 +147,7 @@ int run_grpo(const config::Config& config) {
   options.eps = config.get_float("grpo.eps");
   options.grad_clip = static_cast<float>(config.get_float("train.grad_clip"));
   options.eval_prompts = config.get_int("rollout.eval_prompts");
-  std::optional<std::filesystem::path> reference_path;
-  if (config.has_value("rollout.reference")) reference_path = config.get_path("rollout.reference");
-  else if (config.has_value("train.init_from")) reference_path = config.get_path("train.init_from");
+  const std::optional<std::filesystem::path> reference_path = path_or(config, "rollout.reference", "train.init_from");
   if (options.beta > 0 && !reference_path) {
     throw config::ConfigError("grpo.beta = " + std::to_string(options.beta) +
                               " needs a reference model: set rollout.reference or train.init_from (or grpo.beta=0)");
@@ -173,54 +155,28 @@ int run_grpo(const config::Config& config) {
 
   auto backend = make_cpu_backend();
   const EngineOptions engine_opts = engine_options(config);
-  const std::unique_ptr<Engine> policy_owner = make_engine(model_config, engine_opts, *backend);
+  const std::unique_ptr<Engine> policy_owner = make_engine(in.model, engine_opts, *backend);
   Engine& policy = *policy_owner;
   const BatchShape shape = batch_shape(config, policy.dp_size(), options.group);
-  const std::int64_t seq_len = config.get_int("data.seq_len");
-  const std::int64_t max_steps = config.get_int("train.max_steps");
-  const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
-  policy.init_weights(seed);
+  policy.init_weights(static_cast<std::uint64_t>(config.get_int("train.seed")));
   if (config.has_value("train.init_from")) policy.load_weights(config.get_path("train.init_from").string());
   policy.make_optimizer(adamw_config(config));
   std::unique_ptr<Engine> reference;
-  if (options.beta > 0) {
-    EngineOptions frozen = engine_opts;
-    frozen.zero1 = false;
-    frozen.lora = {};
-    reference = make_engine(model_config, frozen, *backend);
-    reference->load_weights(reference_path->string());
-  }
-  io::LoaderOptions loader_options;
-  loader_options.seq_len = seq_len;
-  loader_options.global_batch = shape.global_rows / options.group;  // prompts
-  loader_options.seed = seed;
-  loader_options.pack = false;
-  loader_options.shuffle = config.get_bool("data.shuffle");
-  loader_options.pad_id = tokenizer.eos_id();
-  loader_options.dp_rank = policy.dp_rank();
-  loader_options.dp_size = policy.dp_size();
-  io::DataLoader loader(train_store, loader_options);
+  if (options.beta > 0) reference = make_frozen_engine(in.model, engine_opts, *backend, *reference_path);
+  io::DataLoader loader(in.train, prompt_loader_options(config, policy, shape.global_rows / options.group,
+                                                        in.tokenizer.eos_id()));
 
-  LoopSetup setup;
-  setup.program = program;
-  setup.models = {{"", &policy, "model.h5"}};
-  setup.loader = &loader;
-  setup.max_steps = max_steps;
-  setup.schedule = lr_schedule(config, max_steps);
-  setup.seed = seed;
-  setup.record = base_run_record(program, config, policy, shape, threads, backend->name(), seq_len);
-  setup.record["data"]["train"] = store_record(config, "data.train", *train_store);
-  if (val_store) setup.record["data"]["val"] = store_record(config, "data.val", *val_store);
+  LoopSetup setup = make_loop_setup(program, config, policy, loader, shape, in, *backend);
   if (reference_path) setup.record["reference"] = reference_path->string();
   std::ostringstream data_line;
-  data_line << train_store->n_documents() << " training prompts, " << shape.global_rows / options.group
+  data_line << in.train->n_documents() << " training prompts, " << shape.global_rows / options.group
             << " prompts x " << options.group << " completions per step (up to "
-            << config.get_int("rollout.max_new_tokens") << " tokens), " << max_steps << " steps, " << threads
+            << config.get_int("rollout.max_new_tokens") << " tokens), " << setup.max_steps << " steps, " << in.threads
             << " threads";
-  setup.banner = {describe_model(model_config), data_line.str(), "layout " + policy.describe()};
-  print_memory(program, policy, shape, seq_len);
-  GrpoTrainer trainer(policy, reference.get(), shape, options, rollout_options(config, tokenizer), train_store,
-                      val_store, tokenizer);
+  setup.banner = {describe_model(in.model), data_line.str(), "layout " + policy.describe()};
+  print_memory(program, policy, shape, config.get_int("data.seq_len"));
+  GrpoTrainer trainer(policy, reference.get(), shape, options, rollout_options(config, in.tokenizer), in.train,
+                      in.val, in.tokenizer);
   return run_training_loop(config, setup, trainer, *backend);
 }
 

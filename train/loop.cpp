@@ -19,6 +19,8 @@
 #include "launch/watchdog.h"
 #include "train/checkpointing.h"
 #include "train/run_control.h"
+#include "train/setup.h"
+#include "core/optim/grad_clip.h"
 
 namespace loom::train {
 namespace {
@@ -49,6 +51,32 @@ void keep_metrics_through(const std::filesystem::path& file, std::int64_t step) 
 }
 
 }  // namespace
+
+LoopSetup make_loop_setup(const std::string& program, const config::Config& config, Engine& primary,
+                          io::DataLoader& loader, const BatchShape& shape, const TrainerInputs& inputs,
+                          const Backend& backend) {
+  LoopSetup setup;
+  setup.program = program;
+  setup.models = {{"", &primary, "model.h5"}};
+  setup.loader = &loader;
+  setup.max_steps = config.get_int("train.max_steps");
+  setup.schedule = lr_schedule(config, setup.max_steps);
+  setup.seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
+  setup.record = base_run_record(program, config, primary, shape, inputs.threads, backend.name(),
+                                 config.get_int("data.seq_len"));
+  setup.record["data"]["train"] = store_record(config, "data.train", *inputs.train);
+  setup.record["data"]["train"]["samples_per_epoch"] = loader.samples_per_epoch();
+  if (inputs.val) setup.record["data"]["val"] = store_record(config, "data.val", *inputs.val);
+  return setup;
+}
+
+double finish_step(Engine& engine, const StepContext& context, double loss, float grad_clip, bool& finite) {
+  const double norm = engine.grad_norm();
+  finite = std::isfinite(loss) && std::isfinite(norm);
+  context.before_update();
+  if (finite) engine.optimizer_step(context.lr, optim::clip_scale(norm, grad_clip));
+  return norm;
+}
 
 void sum_over_last_stages(Engine& engine, std::span<double> values) {
   if (!(engine.last_stage() && engine.groups().tp_rank() == 0)) std::fill(values.begin(), values.end(), 0.0);

@@ -96,6 +96,19 @@ struct LoopSetup {
   std::vector<std::string> banner;  // lines rank 0 prints at start
 };
 
+// The common setup: program, the primary model as model.h5, loader, train.max_steps, the
+// learning-rate schedule, train.seed, and run.json's base with the data stores.
+struct TrainerInputs;
+struct BatchShape;
+LoopSetup make_loop_setup(const std::string& program, const config::Config& config, Engine& primary,
+                          io::DataLoader& loader, const BatchShape& shape, const TrainerInputs& inputs,
+                          const Backend& backend);
+
+// The end of a step of one trained model: the global gradient norm, the finite check of
+// `loss` and the norm, the wait for a save's snapshot, and the clipped optimizer step
+// (skipped when non-finite). Returns the norm; `finite` says whether the step was taken.
+double finish_step(Engine& engine, const StepContext& context, double loss, float grad_clip, bool& finite);
+
 // Runs the loop; returns the process exit code (train/run_control.h).
 int run_training_loop(const config::Config& config, LoopSetup& setup, Trainer& trainer, Backend& backend);
 

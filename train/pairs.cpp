@@ -1,6 +1,7 @@
 #include "train/pairs.h"
 
 #include <algorithm>
+#include <sstream>
 
 namespace loom::train {
 
@@ -17,6 +18,15 @@ io::LoaderOptions pair_loader_options(const config::Config& config, const Engine
   options.dp_rank = engine.dp_rank();
   options.dp_size = engine.dp_size();
   return options;
+}
+
+std::string describe_pairs(const TrainerInputs& inputs, const BatchShape& shape, std::int64_t steps,
+                           const config::Config& config) {
+  std::ostringstream line;
+  line << inputs.train->n_documents() / 2 << " training pairs, batch " << shape.global_rows / 2 << " pairs x "
+       << config.get_int("data.seq_len") << " tokens, micro-batch " << shape.micro_rows / 2 << " pairs, " << steps
+       << " steps, " << inputs.threads << " threads";
+  return line.str();
 }
 
 std::vector<std::int64_t> last_token_positions(const Tensor& targets) {

@@ -22,6 +22,10 @@ namespace loom::train {
 io::LoaderOptions pair_loader_options(const config::Config& config, const Engine& engine, const BatchShape& shape,
                                       std::int32_t pad_id);
 
+// "93353 training pairs, batch 16 pairs x 64 tokens, micro-batch 16 pairs, 200 steps, 2 threads"
+std::string describe_pairs(const TrainerInputs& inputs, const BatchShape& shape, std::int64_t steps,
+                           const config::Config& config);
+
 // Per row of targets [rows, T]: the position whose hidden state has read the whole
 // sequence, the last token (one past the last target, or T - 1 when the row was cut).
 std::vector<std::int64_t> last_token_positions(const Tensor& targets);

@@ -225,20 +225,12 @@ class PpoTrainer final : public Trainer {
 
   std::optional<Validation> validate() override {
     if (!val_prompts_) return std::nullopt;
-    const HeldOutScores s = held_out_scores(*m_.actor, *val_prompts_, tokenizer_, rollout_options_,
-                                            options_.eval_prompts, options_.micro_rows * 4);
-    val_ = s;
-    return Validation{-s.reward,
-                      {{"val_reward", s.reward}, {"val_exact_match", s.exact_match}, {"val_format", s.format},
-                       {"val_completion_length", s.length}, {"val_prompts", s.prompts}},
-                      record::Progress::Field{"val_em", s.exact_match},
-                      held_out_phrase(s)};
+    val_ = held_out_scores(*m_.actor, *val_prompts_, tokenizer_, rollout_options_, options_.eval_prompts, options_.micro_rows * 4);
+    return held_out_validation(*val_);
   }
 
-  nlohmann::json results() override {
-    if (!val_) return nlohmann::json::object();
-    return {{"val_reward", val_->reward}, {"val_exact_match", val_->exact_match}};
-  }
+  nlohmann::json results() override { return held_out_results(val_); }
+
 
   nlohmann::json state() const override { return {{"kl_coef", kl_.value()}}; }
   void restore(const nlohmann::json& state) override {
@@ -268,13 +260,9 @@ config::Schema ppo_schema() {
 
 int run_ppo(const config::Config& config) {
   const std::string program = "loom-ppo";
-  const int threads = setup_threads(config);
-  const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
-  const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
-  const auto train_store = open_store(config, "data.train", model_config.vocab_size, "prompt");
-  std::shared_ptr<const io::TokenStore> val_store;
-  if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size, "prompt");
-  if (!config.has_value("train.init_from") && !config.has_value("rollout.reference")) {
+  const TrainerInputs in = load_trainer_inputs(config, "prompt");
+  const std::optional<std::filesystem::path> init = path_or(config, "train.init_from", "rollout.reference");
+  if (!init) {
     throw config::ConfigError("loom-ppo needs a starting policy: set train.init_from (the SFT model's model.h5)");
   }
   const bool use_rm = config.get_string("rollout.reward") == "model";
@@ -297,9 +285,8 @@ int run_ppo(const config::Config& config) {
 
   auto backend = make_cpu_backend();
   const EngineOptions actor_options = engine_options(config);
-  const std::unique_ptr<Engine> actor = make_engine(model_config, actor_options, *backend);
-  const int dp = actor->dp_size();
-  const BatchShape shape = batch_shape(config, dp, 1);
+  const std::unique_ptr<Engine> actor = make_engine(in.model, actor_options, *backend);
+  const BatchShape shape = batch_shape(config, actor->dp_size(), 1);
   if (shape.rank_rows % options.mini_batches != 0 || (shape.rank_rows / options.mini_batches) % shape.micro_rows != 0) {
     throw config::ConfigError("train.batch_size / data-parallel ranks = " + std::to_string(shape.rank_rows) +
                               " prompts must split into ppo.mini_batches = " + std::to_string(options.mini_batches) +
@@ -308,76 +295,45 @@ int run_ppo(const config::Config& config) {
   }
   options.micro_rows = config.get_int("train.micro_batch_size") > 0 ? shape.micro_rows
                                                                        : shape.rank_rows / options.mini_batches;
-  const std::int64_t seq_len = config.get_int("data.seq_len");
-  const std::int64_t max_steps = config.get_int("train.max_steps");
   const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
-  const std::filesystem::path init = config.has_value("train.init_from") ? config.get_path("train.init_from")
-                                                                         : config.get_path("rollout.reference");
   actor->init_weights(seed);
-  actor->load_weights(init.string());
+  actor->load_weights(init->string());
   actor->make_optimizer(adamw_config(config));
   // The critic trains in full: under LoRA its value head would be frozen at its init.
   EngineOptions critic_options = engine_options(config, model::HeadKind::Scalar);
   critic_options.lora = {};
-  const std::unique_ptr<Engine> critic = make_engine(model_config, critic_options, *backend);
+  const std::unique_ptr<Engine> critic = make_engine(in.model, critic_options, *backend);
   critic->init_weights(seed + 1);
   const std::filesystem::path critic_init = config.has_value("ppo.critic_init") ? config.get_path("ppo.critic_init")
                                             : use_rm ? config.get_path("rollout.reward_model")
-                                                     : init;
+                                                     : *init;
   critic->load_weights(critic_init.string());
   critic->make_optimizer(adamw_config(config));
-  EngineOptions frozen = actor_options;
-  frozen.zero1 = false;
-  frozen.lora = {};
-  const std::unique_ptr<Engine> reference = make_engine(model_config, frozen, *backend);
-  const std::filesystem::path reference_path =
-      config.has_value("rollout.reference") ? config.get_path("rollout.reference") : init;
-  reference->load_weights(reference_path.string());
+  const std::filesystem::path reference_path = path_or(config, "rollout.reference", "train.init_from").value();
+  const std::unique_ptr<Engine> reference = make_frozen_engine(in.model, actor_options, *backend, reference_path);
   std::unique_ptr<Engine> reward;
-  if (use_rm) {
-    EngineOptions frozen_scalar = critic_options;
-    frozen_scalar.zero1 = false;
-    reward = make_engine(model_config, frozen_scalar, *backend);
-    reward->load_weights(config.get_path("rollout.reward_model").string());
-  }
-  io::LoaderOptions loader_options;
-  loader_options.seq_len = seq_len;
-  loader_options.global_batch = shape.global_rows;
-  loader_options.seed = seed;
-  loader_options.pack = false;
-  loader_options.shuffle = config.get_bool("data.shuffle");
-  loader_options.pad_id = tokenizer.eos_id();
-  loader_options.dp_rank = actor->dp_rank();
-  loader_options.dp_size = dp;
-  io::DataLoader loader(train_store, loader_options);
+  if (use_rm) reward = make_frozen_engine(in.model, critic_options, *backend, config.get_path("rollout.reward_model"));
+  io::DataLoader loader(in.train, prompt_loader_options(config, *actor, shape.global_rows, in.tokenizer.eos_id()));
 
-  LoopSetup setup;
-  setup.program = program;
-  setup.models = {{"", actor.get(), "model.h5"}, {"critic/", critic.get(), "critic.h5"}};
-  setup.loader = &loader;
-  setup.max_steps = max_steps;
-  setup.schedule = lr_schedule(config, max_steps);
-  setup.seed = seed;
-  setup.record = base_run_record(program, config, *actor, shape, threads, backend->name(), seq_len);
-  setup.record["data"]["train"] = store_record(config, "data.train", *train_store);
-  if (val_store) setup.record["data"]["val"] = store_record(config, "data.val", *val_store);
+  LoopSetup setup = make_loop_setup(program, config, *actor, loader, shape, in, *backend);
+  setup.models.push_back({"critic/", critic.get(), "critic.h5"});
   setup.record["reference"] = reference_path.string();
   setup.record["critic_init"] = critic_init.string();
   setup.record["reward"] = use_rm ? config.get_path("rollout.reward_model").string() : std::string("verifier");
   std::ostringstream data_line, models_line;
-  data_line << train_store->n_documents() << " training prompts, " << shape.global_rows << " prompts per step (up to "
+  data_line << in.train->n_documents() << " training prompts, " << shape.global_rows << " prompts per step (up to "
             << config.get_int("rollout.max_new_tokens") << " new tokens), " << options.epochs << " epochs x "
-            << options.mini_batches << " mini-batches, " << max_steps << " steps, " << threads << " threads";
-  models_line << "actor from " << init.string() << ", critic from " << critic_init.string() << ", reference "
+            << options.mini_batches << " mini-batches, " << setup.max_steps << " steps, " << in.threads << " threads";
+  models_line << "actor from " << init->string() << ", critic from " << critic_init.string() << ", reference "
               << reference_path.string() << ", reward "
               << (use_rm ? config.get_path("rollout.reward_model").string() : std::string("verifier"));
-  setup.banner = {describe_model(model_config), data_line.str(), models_line.str(), "layout " + actor->describe()};
-  print_memory(program, *actor, shape, seq_len);
+  setup.banner = {describe_model(in.model), data_line.str(), models_line.str(), "layout " + actor->describe()};
+  print_memory(program, *actor, shape, config.get_int("data.seq_len"));
   const double kl_target = config.get_float("ppo.kl_target");
   align::AdaptiveKlController kl(config.get_float("ppo.kl_coef"), kl_target > 0 ? kl_target : 1.0,
                                  config.get_float("ppo.kl_horizon"));
   PpoTrainer trainer({actor.get(), critic.get(), reference.get(), reward.get()}, options, kl, kl_target > 0,
-                     rollout_options(config, tokenizer), train_store, val_store, tokenizer);
+                     rollout_options(config, in.tokenizer), in.train, in.val, in.tokenizer);
   return run_training_loop(config, setup, trainer, *backend);
 }
 

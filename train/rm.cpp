@@ -52,12 +52,9 @@ class RmTrainer final : public Trainer {
     engine_.forward_backward(work, shape_.micro_batches, shape_.micro_rows, batch.ids.dim(1));
     engine_.reduce_gradients();
     sums.reduce(engine_);
-    const double norm = engine_.grad_norm();
     StepOutcome outcome;
     outcome.loss = sums.mean(sums.loss);
-    outcome.finite = std::isfinite(outcome.loss) && std::isfinite(norm);
-    context.before_update();
-    if (outcome.finite) engine_.optimizer_step(context.lr, optim::clip_scale(norm, grad_clip_));
+    const double norm = finish_step(engine_, context, outcome.loss, grad_clip_, outcome.finite);
     outcome.tokens = batch.ids.numel() * engine_.dp_size();
     outcome.metrics = {{"accuracy", sums.mean(sums.accuracy)}, {"reward_margin", sums.mean(sums.margin)},
                        {"grad_norm", norm}};
@@ -138,22 +135,13 @@ config::Schema rm_schema() {
 
 int run_rm(const config::Config& config) {
   const std::string program = "loom-rm";
-  const int threads = setup_threads(config);
-  const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
-  const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
-  const auto train_store = open_store(config, "data.train", model_config.vocab_size, "preference");
-  std::shared_ptr<const io::TokenStore> val_store;
-  if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size, "preference");
-
+  const TrainerInputs in = load_trainer_inputs(config, "preference");
   auto backend = make_cpu_backend();
   const std::unique_ptr<Engine> engine_owner =
-      make_engine(model_config, engine_options(config, model::HeadKind::Scalar), *backend);
+      make_engine(in.model, engine_options(config, model::HeadKind::Scalar), *backend);
   Engine& engine = *engine_owner;
   const BatchShape shape = batch_shape(config, engine.dp_size(), 2);
-  const std::int64_t seq_len = config.get_int("data.seq_len");
-  const std::int64_t max_steps = config.get_int("train.max_steps");
-  const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
-  engine.init_weights(seed);
+  engine.init_weights(static_cast<std::uint64_t>(config.get_int("train.seed")));
   if (config.has_value("train.init_from")) {
     engine.load_weights(config.get_path("train.init_from").string());
     if (engine.leader()) {
@@ -162,28 +150,15 @@ int run_rm(const config::Config& config) {
     }
   }
   engine.make_optimizer(adamw_config(config));
-  const io::LoaderOptions loader_options = pair_loader_options(config, engine, shape, tokenizer.eos_id());
-  io::DataLoader loader(train_store, loader_options);
+  const io::LoaderOptions loader_options = pair_loader_options(config, engine, shape, in.tokenizer.eos_id());
+  io::DataLoader loader(in.train, loader_options);
 
-  LoopSetup setup;
-  setup.program = program;
-  setup.models = {{"", &engine, "model.h5"}};
-  setup.loader = &loader;
-  setup.max_steps = max_steps;
-  setup.schedule = lr_schedule(config, max_steps);
-  setup.seed = seed;
-  setup.record = base_run_record(program, config, engine, shape, threads, backend->name(), seq_len);
-  setup.record["data"]["train"] = store_record(config, "data.train", *train_store);
-  if (val_store) setup.record["data"]["val"] = store_record(config, "data.val", *val_store);
-  std::ostringstream data_line;
-  data_line << train_store->n_documents() / 2 << " training pairs, batch " << shape.global_rows / 2 << " pairs x "
-            << seq_len << " tokens, micro-batch " << shape.micro_rows / 2 << " pairs, " << max_steps << " steps, "
-            << threads << " threads";
-  setup.banner = {describe_model(model_config, model::HeadKind::Scalar), data_line.str(),
+  LoopSetup setup = make_loop_setup(program, config, engine, loader, shape, in, *backend);
+  setup.banner = {describe_model(in.model, model::HeadKind::Scalar), describe_pairs(in, shape, setup.max_steps, config),
                   "layout " + engine.describe()};
-  print_memory(program, engine, shape, seq_len);
+  print_memory(program, engine, shape, config.get_int("data.seq_len"));
   RmTrainer trainer(engine, shape, static_cast<float>(config.get_float("rm.margin")),
-                    static_cast<float>(config.get_float("train.grad_clip")), val_store, loader_options,
+                    static_cast<float>(config.get_float("train.grad_clip")), in.val, loader_options,
                     config.get_int("eval.batches"));
   return run_training_loop(config, setup, trainer, *backend);
 }

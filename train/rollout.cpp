@@ -95,11 +95,34 @@ Rollout make_rollout(Engine& policy, const io::TokenStore& prompts, const io::To
   return rollout;
 }
 
-std::string held_out_phrase(const HeldOutScores& scores) {
-  std::ostringstream out;
-  out << std::setprecision(3) << "held-out reward " << scores.reward << ", exact match " << scores.exact_match << " ("
-      << static_cast<std::int64_t>(scores.prompts) << " prompts, greedy)";
-  return out.str();
+Validation held_out_validation(const HeldOutScores& s) {
+  std::ostringstream phrase;
+  phrase << std::setprecision(3) << "held-out reward " << s.reward << ", exact match " << s.exact_match << " ("
+         << static_cast<std::int64_t>(s.prompts) << " prompts, greedy)";
+  return Validation{-s.reward,
+                    {{"val_reward", s.reward}, {"val_exact_match", s.exact_match}, {"val_format", s.format},
+                     {"val_completion_length", s.length}, {"val_prompts", s.prompts}},
+                    record::Progress::Field{"val_em", s.exact_match},
+                    phrase.str()};
+}
+
+nlohmann::json held_out_results(const std::optional<HeldOutScores>& scores) {
+  if (!scores) return nlohmann::json::object();
+  return {{"val_reward", scores->reward}, {"val_exact_match", scores->exact_match}};
+}
+
+io::LoaderOptions prompt_loader_options(const config::Config& config, const Engine& engine, std::int64_t prompts,
+                                        std::int32_t pad_id) {
+  io::LoaderOptions options;
+  options.seq_len = config.get_int("data.seq_len");
+  options.global_batch = prompts;
+  options.seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
+  options.pack = false;
+  options.shuffle = config.get_bool("data.shuffle");
+  options.pad_id = pad_id;
+  options.dp_rank = engine.dp_rank();
+  options.dp_size = engine.dp_size();
+  return options;
 }
 
 void sum_over_replicas(Engine& engine, std::span<double> values) {

@@ -23,7 +23,9 @@
 #include "io/config/config.h"
 #include "io/data/token_store.h"
 #include "io/tokenizer/tokenizer.h"
+#include "io/data/loader.h"
 #include "train/engine.h"
+#include "train/loop.h"
 
 namespace loom::train {
 
@@ -65,8 +67,14 @@ struct HeldOutScores {
 HeldOutScores held_out_scores(Engine& policy, const io::TokenStore& store, const io::Tokenizer& tokenizer,
                               const RolloutOptions& options, std::int64_t count, std::int64_t batch);
 
-// "held-out reward 0.41, exact match 0.35 (300 prompts, greedy)"
-std::string held_out_phrase(const HeldOutScores& scores);
+// The validation of a policy-gradient trainer: the held-out scores as metrics, progress
+// field and summary phrase; and run.json's results from the last of them.
+Validation held_out_validation(const HeldOutScores& scores);
+nlohmann::json held_out_results(const std::optional<HeldOutScores>& scores);
+
+// Loader options for prompts: `prompts` per global batch, one row each, no packing.
+io::LoaderOptions prompt_loader_options(const config::Config& config, const Engine& engine, std::int64_t prompts,
+                                        std::int32_t pad_id);
 
 // Sums over the world where only one rank per replica counts (tp rank 0 of the first
 // stage): the replica's ranks hold identical rollouts.

@@ -12,6 +12,7 @@
 #include "io/record/run_record.h"
 #include "io/weights/model_weights.h"
 #include "train/settings.h"
+#include "train/settings.h"
 
 namespace loom::train {
 
@@ -114,6 +115,29 @@ std::string mib(std::int64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1 << 20) << " MiB";
   return out.str();
+}
+
+TrainerInputs load_trainer_inputs(const config::Config& config, const std::string& kind) {
+  TrainerInputs inputs{setup_threads(config), io::Tokenizer::load(config.get_path("data.tokenizer")), {}, {}, {}};
+  inputs.model = model_config_from(config, inputs.tokenizer.vocab_size());
+  inputs.train = open_store(config, "data.train", inputs.model.vocab_size, kind);
+  if (config.has_value("data.val")) inputs.val = open_store(config, "data.val", inputs.model.vocab_size, kind);
+  return inputs;
+}
+
+std::optional<std::filesystem::path> path_or(const config::Config& config, const char* key, const char* fallback) {
+  if (config.has_value(key)) return config.get_path(key);
+  if (config.has_value(fallback)) return config.get_path(fallback);
+  return std::nullopt;
+}
+
+std::unique_ptr<Engine> make_frozen_engine(const model::ModelConfig& model_config, EngineOptions options,
+                                           Backend& backend, const std::filesystem::path& file) {
+  options.zero1 = false;
+  options.lora = {};
+  std::unique_ptr<Engine> engine = make_engine(model_config, options, backend);
+  engine->load_weights(file.string());
+  return engine;
 }
 
 nlohmann::json base_run_record(const std::string& program, const config::Config& config, Engine& engine,

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +20,7 @@
 #include "core/optim/lr_schedule.h"
 #include "io/config/config.h"
 #include "io/data/token_store.h"
+#include "io/tokenizer/tokenizer.h"
 #include "train/engine.h"
 
 namespace loom::train {
@@ -54,6 +57,24 @@ std::shared_ptr<const io::TokenStore> open_store(const config::Config& config, c
 
 // "12.3 MiB"
 std::string mib(std::int64_t bytes);
+
+// What every trainer reads first: GEMM threads, the tokenizer, the model config, and the
+// data.train / data.val stores (val optional), checked to hold `kind` data ("" = any).
+struct TrainerInputs {
+  int threads = 0;
+  io::Tokenizer tokenizer;
+  model::ModelConfig model;
+  std::shared_ptr<const io::TokenStore> train, val;
+};
+TrainerInputs load_trainer_inputs(const config::Config& config, const std::string& kind = "");
+
+// The path at `key` if set, else at `fallback` if set (dpo.reference, else train.init_from).
+std::optional<std::filesystem::path> path_or(const config::Config& config, const char* key, const char* fallback);
+
+// A frozen model in the trainer's layout (a reference or reward model): no optimizer, no
+// ZeRO, no LoRA, weights from `file`. Collective.
+std::unique_ptr<Engine> make_frozen_engine(const model::ModelConfig& model_config, EngineOptions options,
+                                           Backend& backend, const std::filesystem::path& file);
 
 // run.json's common part: program, config, git commit, host, start time, layout (with the
 // primary engine's memory per rank) and model.

@@ -106,11 +106,8 @@ class SftTrainer final : public Trainer {
     const StepTimes times = engine_.forward_backward(work, shape_.micro_batches, shape_.micro_rows, seq_len_);
     const double reduce_seconds = engine_.reduce_gradients();
     const model::LossSum loss = reduce_loss(engine_, work.loss());
-    const double norm = engine_.grad_norm();
     StepOutcome outcome;
-    outcome.finite = std::isfinite(loss.mean()) && std::isfinite(norm);
-    context.before_update();
-    if (outcome.finite) engine_.optimizer_step(context.lr, optim::clip_scale(norm, grad_clip_));
+    const double norm = finish_step(engine_, context, loss.mean(), grad_clip_, outcome.finite);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     outcome.loss = loss.mean();
     outcome.tokens = batch.ids.numel() * engine_.dp_size();
@@ -150,63 +147,42 @@ class SftTrainer final : public Trainer {
 }  // namespace
 
 int run_sft(const config::Config& config) {
-  const int threads = setup_threads(config);
-  const EngineOptions options = engine_options(config);
-  const io::Tokenizer tokenizer = io::Tokenizer::load(config.get_path("data.tokenizer"));
-  const model::ModelConfig model_config = model_config_from(config, tokenizer.vocab_size());
-  const auto train_store = open_store(config, "data.train", model_config.vocab_size);
-  std::shared_ptr<const io::TokenStore> val_store;
-  if (config.has_value("data.val")) val_store = open_store(config, "data.val", model_config.vocab_size);
-
+  const TrainerInputs in = load_trainer_inputs(config);
   auto backend = make_cpu_backend();
-  const std::unique_ptr<Engine> engine_owner = make_engine(model_config, options, *backend);
+  const EngineOptions options = engine_options(config);
+  const std::unique_ptr<Engine> engine_owner = make_engine(in.model, options, *backend);
   Engine& engine = *engine_owner;
-  const bool leader = engine.leader();
-  const std::int64_t dp_size = engine.dp_size();
   const BatchShape shape = batch_shape(config, engine.dp_size());
   const std::int64_t seq_len = config.get_int("data.seq_len");
-  const std::int64_t max_steps = config.get_int("train.max_steps");
-  const std::uint64_t seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
-
-  engine.init_weights(seed);
+  engine.init_weights(static_cast<std::uint64_t>(config.get_int("train.seed")));
   if (config.has_value("train.init_from")) {
     const auto from = config.get_path("train.init_from");
     engine.load_weights(from.string());
-    if (leader) std::cerr << "loom-sft: initialised from " << from.string() << "\n";
+    if (engine.leader()) std::cerr << "loom-sft: initialised from " << from.string() << "\n";
   }
   engine.make_optimizer(adamw_config(config));
 
   io::LoaderOptions loader_options;
   loader_options.seq_len = seq_len;
   loader_options.global_batch = shape.global_rows;
-  loader_options.seed = seed;
+  loader_options.seed = static_cast<std::uint64_t>(config.get_int("train.seed"));
   loader_options.pack = config.get_bool("data.pack");
   loader_options.shuffle = config.get_bool("data.shuffle");
-  loader_options.pad_id = tokenizer.eos_id();
+  loader_options.pad_id = in.tokenizer.eos_id();
   loader_options.dp_rank = engine.dp_rank();
-  loader_options.dp_size = static_cast<int>(dp_size);
-  io::DataLoader loader(train_store, loader_options);
+  loader_options.dp_size = engine.dp_size();
+  io::DataLoader loader(in.train, loader_options);
 
-  const double flops_per_token = model_config.training_flops_per_token(seq_len);
-  LoopSetup setup;
-  setup.program = "loom-sft";
-  setup.models = {{"", &engine, "model.h5"}};
-  setup.loader = &loader;
-  setup.max_steps = max_steps;
-  setup.schedule = lr_schedule(config, max_steps);
-  setup.seed = seed;
-  setup.record = base_run_record("loom-sft", config, engine, shape, threads, backend->name(), seq_len);
-  setup.record["data"]["train"] = store_record(config, "data.train", *train_store);
-  setup.record["data"]["train"]["samples_per_epoch"] = loader.samples_per_epoch();
-  if (val_store) setup.record["data"]["val"] = store_record(config, "data.val", *val_store);
+  const double flops_per_token = in.model.training_flops_per_token(seq_len);
+  LoopSetup setup = make_loop_setup("loom-sft", config, engine, loader, shape, in, *backend);
   std::ostringstream data_line;
-  data_line << train_store->n_tokens() << " training tokens (" << loader.samples_per_epoch() << " sequences of "
+  data_line << in.train->n_tokens() << " training tokens (" << loader.samples_per_epoch() << " sequences of "
             << seq_len << " per epoch), batch " << shape.global_rows << " x " << seq_len << ", micro-batch "
-            << shape.micro_rows << ", " << max_steps << " steps, " << threads << " threads";
-  setup.banner = {describe_model(model_config), data_line.str(), "layout " + engine.describe()};
+            << shape.micro_rows << ", " << setup.max_steps << " steps, " << in.threads << " threads";
+  setup.banner = {describe_model(in.model), data_line.str(), "layout " + engine.describe()};
   print_memory("loom-sft", engine, shape, seq_len);
   SftTrainer trainer(engine, shape, seq_len, static_cast<float>(config.get_float("train.grad_clip")), flops_per_token,
-                     val_store, loader_options, config.get_int("eval.batches"));
+                     in.val, loader_options, config.get_int("eval.batches"));
   return run_training_loop(config, setup, trainer, *backend);
 }
 
