@@ -26,8 +26,8 @@ echo "== 2/8 data: Brown (pre-training text), WordNet 3.1 definitions (SFT) and 
 "$bin/loom-prep" brown --tokenizer "$tokenizer" --out data/brown
 "$bin/loom-prep" wordnet --tokenizer "$tokenizer" --out data/wordnet
 "$bin/loom-prep" wordnet-pairs --tokenizer "$tokenizer" --out data/wordnet-pairs
-"$bin/loom-prep" arithmetic --tokenizer "$tokenizer" --out data/arithmetic --max-operand 30 --ops +,- \
-  --train 1600 --val 300 --sft
+"$bin/loom-prep" arithmetic --tokenizer "$tokenizer" --out data/arithmetic --max-operand 19 --ops +,- \
+  --train 600 --val 200 --sft --sft-noise 0.4
 
 train() {  # $1 = program, $2 = config, $3 = run dir, rest = overrides
   local program="$1" config="$2" run="$3"
@@ -76,8 +76,8 @@ elif program == "loom-dpo":
     print(f"{head}, held-out preference accuracy {change('val_accuracy', '{:.3f}')}, "
           f"reward margin {change('val_reward_margin', '{:.3f}')}")
 elif program in ("loom-grpo", "loom-ppo"):
-    print(f"{head}, held-out exact match {change('val_exact_match', '{:.3f}')}, "
-          f"mean reward {change('val_reward', '{:.3f}')}")
+    print(f"{head}, held-out exact match {change('val_sampled_exact_match', '{:.3f}')} sampled, "
+          f"{change('val_exact_match', '{:.3f}')} greedy")
 else:
     print(f"{head}, train loss {r.get('final_train_loss', 0):.3f}, validation loss "
           f"{change('val_loss', '{:.3f}')} (perplexity {r.get('val_ppl', float('nan')):.1f})")

@@ -95,7 +95,7 @@ class GrpoTrainer final : public Trainer {
                        {"exact_match", stats[1] / samples},
                        {"format", stats[2] / samples},
                        {"completion_length", stats[3] / samples},
-                       {"kl", sums[1] / global_tokens},
+                       {"kl", reference_ != nullptr ? sums[1] / global_tokens : 0.0},
                        {"clip_fraction", sums[2] / global_tokens},
                        {"grad_norm", norm},
                        {"generate_tokens_per_s", counts[0] / std::max(1e-9, stats[5] / policy_.dp_size())}};

@@ -97,18 +97,23 @@ Rollout make_rollout(Engine& policy, const io::TokenStore& prompts, const io::To
 
 Validation held_out_validation(const HeldOutScores& s) {
   std::ostringstream phrase;
-  phrase << std::setprecision(3) << "held-out reward " << s.reward << ", exact match " << s.exact_match << " ("
-         << static_cast<std::int64_t>(s.prompts) << " prompts, greedy)";
-  return Validation{-s.reward,
+  phrase << std::setprecision(3) << "held-out exact match " << s.exact_match << " greedy, " << s.sampled_exact_match
+         << " sampled; reward " << s.reward << " greedy, " << s.sampled_reward << " sampled ("
+         << static_cast<std::int64_t>(s.prompts) << " prompts)";
+  return Validation{-s.sampled_reward,
                     {{"val_reward", s.reward}, {"val_exact_match", s.exact_match}, {"val_format", s.format},
-                     {"val_completion_length", s.length}, {"val_prompts", s.prompts}},
+                     {"val_completion_length", s.length}, {"val_prompts", s.prompts},
+                     {"val_sampled_reward", s.sampled_reward}, {"val_sampled_exact_match", s.sampled_exact_match}},
                     record::Progress::Field{"val_em", s.exact_match},
                     phrase.str()};
 }
 
 nlohmann::json held_out_results(const std::optional<HeldOutScores>& scores) {
   if (!scores) return nlohmann::json::object();
-  return {{"val_reward", scores->reward}, {"val_exact_match", scores->exact_match}};
+  return {{"val_reward", scores->reward},
+          {"val_exact_match", scores->exact_match},
+          {"val_sampled_reward", scores->sampled_reward},
+          {"val_sampled_exact_match", scores->sampled_exact_match}};
 }
 
 io::LoaderOptions prompt_loader_options(const config::Config& config, const Engine& engine, std::int64_t prompts,
@@ -136,24 +141,30 @@ HeldOutScores held_out_scores(Engine& policy, const io::TokenStore& store, const
   // Prompt i goes to dp rank i mod dp; each rank decodes its share in batches.
   std::vector<std::int64_t> mine;
   for (std::int64_t i = policy.dp_rank(); i < n; i += policy.dp_size()) mine.push_back(i);
-  double sums[5] = {0, 0, 0, 0, 0};
-  // Every dp rank runs the same number of batches (some possibly empty ones are skipped
-  // consistently within a replica; nothing crosses dp inside generate).
-  for (std::size_t at = 0; at < mine.size(); at += static_cast<std::size_t>(batch)) {
-    const std::size_t end = std::min(mine.size(), at + static_cast<std::size_t>(batch));
-    const Rollout r = make_rollout(policy, store, tokenizer, std::span<const std::int64_t>(mine).subspan(at, end - at),
-                                   1, options, 0, /*greedy=*/true);
-    for (std::int64_t i = 0; i < r.rows; ++i) {
-      sums[0] += r.reward[static_cast<std::size_t>(i)];
-      sums[1] += r.exact[static_cast<std::size_t>(i)];
-      sums[2] += r.format[static_cast<std::size_t>(i)];
-      sums[3] += static_cast<double>(r.completion_tokens[static_cast<std::size_t>(i)]);
+  constexpr int kSamples = 4;
+  constexpr std::int64_t kHeldOutStep = -1;  // the sampler's step for held-out draws: never a training step
+  double sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  // Nothing crosses dp inside generate: each dp rank decodes its own share.
+  const std::size_t prompts_per_batch = static_cast<std::size_t>(std::max<std::int64_t>(1, batch / kSamples));
+  for (std::size_t at = 0; at < mine.size(); at += prompts_per_batch) {
+    const std::size_t end = std::min(mine.size(), at + prompts_per_batch);
+    const auto part = std::span<const std::int64_t>(mine).subspan(at, end - at);
+    const Rollout greedy = make_rollout(policy, store, tokenizer, part, 1, options, kHeldOutStep, /*greedy=*/true);
+    for (std::int64_t i = 0; i < greedy.rows; ++i) {
+      const auto row = static_cast<std::size_t>(i);
+      sums[0] += greedy.reward[row], sums[1] += greedy.exact[row], sums[2] += greedy.format[row];
+      sums[3] += static_cast<double>(greedy.completion_tokens[row]);
       sums[4] += 1;
+    }
+    const Rollout sampled = make_rollout(policy, store, tokenizer, part, kSamples, options, kHeldOutStep);
+    for (std::int64_t i = 0; i < sampled.rows; ++i) {
+      const auto row = static_cast<std::size_t>(i);
+      sums[5] += sampled.reward[row], sums[6] += sampled.exact[row], sums[7] += 1;
     }
   }
   sum_over_replicas(policy, sums);
-  const double k = std::max(1.0, sums[4]);
-  return HeldOutScores{sums[0] / k, sums[1] / k, sums[2] / k, sums[3] / k, sums[4]};
+  const double k = std::max(1.0, sums[4]), ks = std::max(1.0, sums[7]);
+  return HeldOutScores{sums[0] / k, sums[1] / k, sums[2] / k, sums[3] / k, sums[4], sums[5] / ks, sums[6] / ks};
 }
 
 }  // namespace loom::train

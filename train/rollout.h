@@ -58,11 +58,14 @@ Rollout make_rollout(Engine& policy, const io::TokenStore& prompts, const io::To
                      std::span<const std::int64_t> documents, int group, const RolloutOptions& options,
                      std::int64_t step, bool greedy = false);
 
-// Greedy completions of the first `count` prompts of `store` (0: all), split over the dp
-// ranks: {mean reward, exact-match rate, format rate, mean completion length, prompts},
-// equal on every rank.
+// Completions of the first `count` prompts of `store` (0: all), split over the dp ranks:
+// greedy {mean reward, exact-match rate, format rate, mean completion length}, and the
+// policy's own sampling (the rollout temperature, `samples` per prompt, a fixed seed, so
+// every validation draws alike) {mean reward, exact-match rate} — the RL objective on
+// held-out prompts. Equal on every rank.
 struct HeldOutScores {
   double reward = 0, exact_match = 0, format = 0, length = 0, prompts = 0;
+  double sampled_reward = 0, sampled_exact_match = 0;
 };
 HeldOutScores held_out_scores(Engine& policy, const io::TokenStore& store, const io::Tokenizer& tokenizer,
                               const RolloutOptions& options, std::int64_t count, std::int64_t batch);
