@@ -56,7 +56,9 @@ int guarded(const std::string& name, const std::function<int()>& body) {
     std::string rank;
     // A single process (also an MPI singleton, which sets OMPI_COMM_WORLD_RANK=0) gets no prefix.
     if (const auto r = launcher_rank(); r && launcher_world_size() > 1) rank = "[rank " + std::to_string(*r) + "] ";
-    std::cerr << rank << name << ": error: " << error.what() << "\n";
+    // One write: Open MPI forwards a rank's stderr and its MPI_Abort banner on different
+    // channels, so a line written in pieces can come out split around the banner.
+    std::cerr << (rank + name + ": error: " + error.what() + "\n");
     return 1;
   }
 }

@@ -4,7 +4,7 @@
 // AdamW over the adapters only) with adapter dropout on, compared with the same steps of a
 // whole model run on every rank alone. Checks per step the loss (1e-5 relative); after the
 // steps every adapter element against the reference at its global index and the merged
-// whole model (gather_whole_model) against the reference merged (1e-5); and that every base
+// whole model (gather_whole_model) against the reference merged (5e-5 absolute); and that every base
 // parameter of every shard is bit-for-bit what init wrote (frozen). Both families; Llama
 // with one kv head, so under tp 2 B of attn.qkv has replicated kv rows.
 #include <mpi.h>
@@ -43,6 +43,7 @@ constexpr std::int64_t kRows = 4, kSeq = 8;
 constexpr int kSteps = 3;
 constexpr std::uint64_t kSeed = 21;
 constexpr float kLr = 1e-2f, kMaxNorm = 0.5f;
+constexpr double kWeightTolerance = 5e-5;
 
 Tensor batch_tokens(std::int64_t vocab, int step, int salt, bool ignore_some) {
   Tensor t = Tensor::empty({kRows, kSeq}, DType::I32);
@@ -158,7 +159,10 @@ void run(const Case& c, const Layout& layout, const Reference& ref) {
     }
   }
   check(adapters > 0, where + ": the shard holds no adapters");
-  check(worst <= 1e-5, where + ": adapter weights differ from one process by " + std::to_string(worst));
+  // AdamW moves an element by about lr · m/√v whatever its gradient's size, so an element
+  // whose gradient is near zero reacts to the f32 summation order of another layout (seen:
+  // 1.2e-5 in the ASan build, whose code generation differs); 5e-5 is 1/200 of one step.
+  check(worst <= kWeightTolerance, where + ": adapter weights differ from one process by " + std::to_string(worst));
 
   const std::unique_ptr<model::Transformer> merged = engine.gather_whole_model(*backend);
   if (engine.leader()) {
@@ -171,7 +175,8 @@ void run(const Case& c, const Layout& layout, const Reference& ref) {
       const float* b = expected->params().value(e).data<float>();
       for (std::int64_t i = 0; i < e.numel; ++i) merged_worst = std::max(merged_worst, static_cast<double>(std::fabs(a[i] - b[i])));
     }
-    check(merged_worst <= 1e-5, where + ": merged model differs from one process by " + std::to_string(merged_worst));
+    check(merged_worst <= kWeightTolerance,
+          where + ": merged model differs from one process by " + std::to_string(merged_worst));
   }
 }
 
