@@ -89,7 +89,7 @@ class DpoTrainer final : public Trainer {
   std::optional<Validation> validate() override {
     if (!val_store_) return std::nullopt;
     DpoSums sums;
-    for_each_validation_batch(val_store_, loader_options_, policy_, shape_.micro_rows, eval_batches_,
+    for_each_validation_batch(val_store_, loader_options_, policy_, shape_.micro_rows, eval_batches_, true,
                               [&](const io::Batch& batch) {
                                 reference_logps(batch);
                                 TokenLogpWork work(batch.ids, batch.targets, shape_.micro_rows,

@@ -48,13 +48,9 @@ class GrpoTrainer final : public Trainer {
     sum_over_replicas(policy_, counts);
     const double global_tokens = std::max(1.0, counts[0]);
 
-    std::vector<float> ref_logp(rows * T, 0.0f);
-    if (reference_ != nullptr) {
-      TokenLogpWork work(r.ids, r.targets, shape_.micro_rows, [&](int micro, std::span<const float> logp, std::span<float>) {
-        std::copy(logp.begin(), logp.end(), ref_logp.begin() + static_cast<std::ptrdiff_t>(micro * shape_.micro_rows * r.seq));
-      });
-      reference_->forward_only(work, work.micro_batches(), shape_.micro_rows, r.seq);
-    }
+    const std::vector<float> ref_logp = reference_ != nullptr
+                                            ? token_logps(*reference_, r.ids, r.targets, shape_.micro_rows)
+                                            : std::vector<float>(rows * T, 0.0f);
     policy_.zero_grads();
     double sums[3] = {0, 0, 0};  // Σ loss·n, kl·n, clipped·n over micro-batches
     TokenLogpWork work(r.ids, r.targets, shape_.micro_rows,

@@ -52,6 +52,21 @@ void keep_metrics_through(const std::filesystem::path& file, std::int64_t step) 
 
 }  // namespace
 
+void for_each_validation_batch(const std::shared_ptr<const io::TokenStore>& store, const io::LoaderOptions& train,
+                               const Engine& engine, std::int64_t micro_rows, std::int64_t max_batches,
+                               bool whole_batches, const std::function<void(const io::Batch&)>& fn) {
+  io::LoaderOptions options = train;
+  options.shuffle = false;
+  options.seed = 0;
+  const std::int64_t global = micro_rows * engine.dp_size();
+  options.global_batch = global;
+  io::DataLoader loader(store, options);
+  std::int64_t batches = whole_batches ? loader.samples_per_epoch() / global
+                                       : (loader.samples_per_epoch() + global - 1) / global;
+  if (max_batches > 0) batches = std::min(batches, max_batches * std::max<std::int64_t>(1, train.global_batch / global));
+  for (std::int64_t i = 0; i < batches; ++i) fn(loader.next());
+}
+
 LoopSetup make_loop_setup(const std::string& program, const config::Config& config, Engine& primary,
                           io::DataLoader& loader, const BatchShape& shape, const TrainerInputs& inputs,
                           const Backend& backend) {
@@ -80,6 +95,11 @@ double finish_step(Engine& engine, const StepContext& context, double loss, floa
 
 void sum_over_last_stages(Engine& engine, std::span<double> values) {
   if (!(engine.last_stage() && engine.groups().tp_rank() == 0)) std::fill(values.begin(), values.end(), 0.0);
+  engine.all_reduce_host(values, ReduceOp::Sum);
+}
+
+void sum_over_replicas(Engine& engine, std::span<double> values) {
+  if (!(engine.first_stage() && engine.groups().tp_rank() == 0)) std::fill(values.begin(), values.end(), 0.0);
   engine.all_reduce_host(values, ReduceOp::Sum);
 }
 

@@ -96,6 +96,14 @@ struct LoopSetup {
   std::vector<std::string> banner;  // lines rank 0 prints at start
 };
 
+// Calls fn(batch) for each global batch of a validation store, in order and unshuffled:
+// batches of micro_rows rows per dp rank (so the rows seen do not depend on the layout),
+// at most max_batches train-sized batches of them (0: the whole store). whole_batches:
+// leave out a last partial batch (pairs must not be cut); else the last wraps around.
+void for_each_validation_batch(const std::shared_ptr<const io::TokenStore>& store, const io::LoaderOptions& train,
+                               const Engine& engine, std::int64_t micro_rows, std::int64_t max_batches,
+                               bool whole_batches, const std::function<void(const io::Batch&)>& fn);
+
 // The common setup: program, the primary model as model.h5, loader, train.max_steps, the
 // learning-rate schedule, train.seed, and run.json's base with the data stores.
 struct TrainerInputs;
@@ -115,5 +123,8 @@ int run_training_loop(const config::Config& config, LoopSetup& setup, Trainer& t
 // {Σ, count} of values held by the last stage's tp rank 0 of each dp rank, summed over the
 // world: every rank gets the result. Helper for trainers' losses and metrics.
 void sum_over_last_stages(Engine& engine, std::span<double> values);
+// The same where the first stage's tp rank 0 of each dp rank counts: for numbers every rank
+// of a model replica holds alike (the batch's token counts, a rollout's scores).
+void sum_over_replicas(Engine& engine, std::span<double> values);
 
 }  // namespace loom::train

@@ -61,18 +61,4 @@ void sum_over_targets(const Tensor& targets, std::int64_t row0, std::int64_t row
   }
 }
 
-void for_each_validation_batch(const std::shared_ptr<const io::TokenStore>& store, const io::LoaderOptions& train,
-                               const Engine& engine, std::int64_t micro_rows, std::int64_t max_batches,
-                               const std::function<void(const io::Batch&)>& fn) {
-  io::LoaderOptions options = train;
-  options.shuffle = false;
-  options.seed = 0;
-  const std::int64_t global = micro_rows * engine.dp_size();
-  options.global_batch = global;
-  io::DataLoader loader(store, options);
-  std::int64_t batches = loader.samples_per_epoch() / global;  // whole batches: every pair counted once
-  if (max_batches > 0) batches = std::min(batches, max_batches * std::max<std::int64_t>(1, train.global_batch / global));
-  for (std::int64_t i = 0; i < batches; ++i) fn(loader.next());
-}
-
 }  // namespace loom::train

@@ -34,10 +34,5 @@ std::vector<std::int64_t> last_token_positions(const Tensor& targets);
 void sum_over_targets(const Tensor& targets, std::int64_t row0, std::int64_t rows, std::span<const float> per_token,
                       std::span<float> sums, std::span<int> counts);
 
-// Calls fn(batch) for each global batch of the validation pairs (in order, unshuffled),
-// eval.batches of them (0: all), each micro_rows rows per dp rank.
-void for_each_validation_batch(const std::shared_ptr<const io::TokenStore>& store, const io::LoaderOptions& train,
-                               const Engine& engine, std::int64_t micro_rows, std::int64_t max_batches,
-                               const std::function<void(const io::Batch&)>& fn);
 
 }  // namespace loom::train

@@ -63,25 +63,12 @@ class PpoTrainer final : public Trainer {
     const std::size_t rows = static_cast<std::size_t>(r.rows), T = static_cast<std::size_t>(r.seq);
     const std::int64_t micro = options_.micro_rows;
     // Frozen passes (last stage): sampling and reference log-probs, values, scores.
-    std::vector<float> old_logp(rows * T, 0.0f), ref_logp(rows * T, 0.0f), values(rows * T, 0.0f), score = r.reward;
-    auto token_pass = [&](Engine& engine, std::vector<float>& out) {
-      TokenLogpWork work(r.ids, r.targets, micro, [&](int i, std::span<const float> logp, std::span<float>) {
-        std::copy(logp.begin(), logp.end(), out.begin() + static_cast<std::ptrdiff_t>(i * micro * r.seq));
-      });
-      engine.forward_only(work, work.micro_batches(), micro, r.seq);
-    };
-    auto value_pass = [&](Engine& engine, std::vector<float>& out) {
-      ValueWork work(r.ids, micro, [&](int i, std::span<const float> v, std::span<float>) {
-        std::copy(v.begin(), v.end(), out.begin() + static_cast<std::ptrdiff_t>(i * micro * r.seq));
-      });
-      engine.forward_only(work, work.micro_batches(), micro, r.seq);
-    };
-    token_pass(*m_.actor, old_logp);
-    token_pass(*m_.reference, ref_logp);
-    value_pass(*m_.critic, values);
+    const std::vector<float> old_logp = token_logps(*m_.actor, r.ids, r.targets, micro);
+    const std::vector<float> ref_logp = token_logps(*m_.reference, r.ids, r.targets, micro);
+    const std::vector<float> values = token_values(*m_.critic, r.ids, micro);
+    std::vector<float> score = r.reward;
     if (m_.reward != nullptr) {
-      std::vector<float> rm_values(rows * T, 0.0f);
-      value_pass(*m_.reward, rm_values);
+      const std::vector<float> rm_values = token_values(*m_.reward, r.ids, micro);
       for (std::size_t i = 0; i < rows; ++i) score[i] = rm_values[i * T + static_cast<std::size_t>(r.last[i])];
     }
     // Per-token rewards: -kl_coef · KL on every completion token, plus the score on the last.

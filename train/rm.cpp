@@ -65,7 +65,7 @@ class RmTrainer final : public Trainer {
   std::optional<Validation> validate() override {
     if (!val_store_) return std::nullopt;
     PairSums sums;
-    for_each_validation_batch(val_store_, loader_options_, engine_, shape_.micro_rows, eval_batches_,
+    for_each_validation_batch(val_store_, loader_options_, engine_, shape_.micro_rows, eval_batches_, true,
                               [&](const io::Batch& batch) {
                                 ValueWork work(batch.ids, shape_.micro_rows,
                                                [&](int micro, std::span<const float> values, std::span<float>) {

@@ -130,11 +130,6 @@ io::LoaderOptions prompt_loader_options(const config::Config& config, const Engi
   return options;
 }
 
-void sum_over_replicas(Engine& engine, std::span<double> values) {
-  if (!(engine.first_stage() && engine.groups().tp_rank() == 0)) std::fill(values.begin(), values.end(), 0.0);
-  engine.all_reduce_host(values, ReduceOp::Sum);
-}
-
 HeldOutScores held_out_scores(Engine& policy, const io::TokenStore& store, const io::Tokenizer& tokenizer,
                               const RolloutOptions& options, std::int64_t count, std::int64_t batch) {
   const std::int64_t n = count > 0 ? std::min(count, store.n_documents()) : store.n_documents();

@@ -79,8 +79,5 @@ nlohmann::json held_out_results(const std::optional<HeldOutScores>& scores);
 io::LoaderOptions prompt_loader_options(const config::Config& config, const Engine& engine, std::int64_t prompts,
                                         std::int32_t pad_id);
 
-// Sums over the world where only one rank per replica counts (tp rank 0 of the first
-// stage): the replica's ranks hold identical rollouts.
-void sum_over_replicas(Engine& engine, std::span<double> values);
 
 }  // namespace loom::train

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/parallel/pipeline.h"
+#include "train/engine.h"
 
 namespace loom::train {
 
@@ -106,5 +107,27 @@ class ValueWork final : public RowsWork {
   Callback callback_;
   Tensor dvalues_;
 };
+
+// Forward-only passes of a (frozen or sampling-time) model over rows ids [rows, T] in
+// micro-batches of micro_rows: the per-token log-probs of `targets`, or the values, as one
+// [rows · T] array, filled on the last stage (zeros elsewhere). Collective over the replica.
+inline std::vector<float> token_logps(Engine& engine, const Tensor& ids, const Tensor& targets,
+                                      std::int64_t micro_rows) {
+  std::vector<float> out(static_cast<std::size_t>(ids.numel()), 0.0f);
+  TokenLogpWork work(ids, targets, micro_rows, [&](int micro, std::span<const float> logp, std::span<float>) {
+    std::copy(logp.begin(), logp.end(), out.begin() + static_cast<std::ptrdiff_t>(micro * micro_rows * ids.dim(1)));
+  });
+  engine.forward_only(work, work.micro_batches(), micro_rows, ids.dim(1));
+  return out;
+}
+
+inline std::vector<float> token_values(Engine& engine, const Tensor& ids, std::int64_t micro_rows) {
+  std::vector<float> out(static_cast<std::size_t>(ids.numel()), 0.0f);
+  ValueWork work(ids, micro_rows, [&](int micro, std::span<const float> values, std::span<float>) {
+    std::copy(values.begin(), values.end(), out.begin() + static_cast<std::ptrdiff_t>(micro * micro_rows * ids.dim(1)));
+  });
+  engine.forward_only(work, work.micro_batches(), micro_rows, ids.dim(1));
+  return out;
+}
 
 }  // namespace loom::train

@@ -26,37 +26,24 @@ namespace loom::train {
 namespace {
 
 // {Σ loss, count} of the last stages' LM work, summed over the data-parallel ranks; every
-// rank gets the result. One rank per (dp, stage) position contributes, the last stage's tp
-// rank 0 (the tp ranks of a stage hold the same loss).
+// rank gets the result (the tp ranks of a stage hold the same loss).
 model::LossSum reduce_loss(Engine& engine, const model::LossSum& local) {
-  const bool counts = engine.last_stage() && engine.groups().tp_rank() == 0;
-  double values[2] = {counts ? local.sum : 0.0, counts ? static_cast<double>(local.count) : 0.0};
-  engine.all_reduce_host(values, ReduceOp::Sum);
+  double values[2] = {local.sum, static_cast<double>(local.count)};
+  sum_over_last_stages(engine, values);
   return model::LossSum{values[0], static_cast<std::int64_t>(std::llround(values[1]))};
 }
 
-// Mean loss over the validation split (or its first eval.batches batches), forward only.
-// Each data-parallel rank evaluates its rows of every global batch of micro_batch * dp
-// sequences through the pipeline; the sums are then added over the ranks, so the result does
-// not depend on the layout.
+// Mean loss over the validation split (or its first eval.batches batches), forward only,
+// the same whatever the layout (for_each_validation_batch).
 model::LossSum evaluate(Engine& engine, const std::shared_ptr<const io::TokenStore>& store,
                         const io::LoaderOptions& train_options, std::int64_t micro_batch, std::int64_t max_batches) {
-  io::LoaderOptions options = train_options;
-  options.shuffle = false;
-  options.seed = 0;
-  const std::int64_t global = micro_batch * engine.dp_size();
-  options.global_batch = global;
-  io::DataLoader loader(store, options);
-  std::int64_t batches = (loader.samples_per_epoch() + global - 1) / global;
-  if (max_batches > 0) batches = std::min(batches, max_batches * (train_options.global_batch / global));
   model::LossSum total;
-  for (std::int64_t i = 0; i < batches; ++i) {
-    const io::Batch batch = loader.next();
+  for_each_validation_batch(store, train_options, engine, micro_batch, max_batches, false, [&](const io::Batch& batch) {
     LmWork work(batch.ids, batch.targets, micro_batch, 0.0f);
     engine.forward_only(work, work.micro_batches(), micro_batch, batch.ids.dim(1));
     total.sum += work.loss().sum;
     total.count += work.loss().count;
-  }
+  });
   return reduce_loss(engine, total);
 }
 
@@ -97,9 +84,8 @@ class SftTrainer final : public Trainer {
     const auto start = std::chrono::steady_clock::now();
     // The mean is over the target tokens of the whole global batch, so each rank scales its
     // gradients by the global count and the summed gradients equal the single-process ones.
-    double target_tokens[1] = {engine_.groups().tp_rank() == 0 && engine_.first_stage()
-                                   ? static_cast<double>(batch.target_tokens) : 0.0};
-    engine_.all_reduce_host(target_tokens, ReduceOp::Sum);
+    double target_tokens[1] = {static_cast<double>(batch.target_tokens)};
+    sum_over_replicas(engine_, target_tokens);
     float dloss = target_tokens[0] > 0 ? static_cast<float>(1.0 / target_tokens[0]) : 0.0f;
     if (context.poisoned) dloss = NAN;
     LmWork work(batch.ids, batch.targets, shape_.micro_rows, dloss);
