@@ -16,6 +16,7 @@ bool holds_type(const Value& value, Type type) {
     case Type::Path:
     case Type::Enum: return std::holds_alternative<std::string>(value);
     case Type::IntList: return std::holds_alternative<std::vector<std::int64_t>>(value);
+    case Type::StringList: return std::holds_alternative<std::vector<std::string>>(value);
   }
   return false;
 }
@@ -85,6 +86,10 @@ std::filesystem::path Config::get_path(std::string_view key) const {
 
 std::vector<std::int64_t> Config::get_int_list(std::string_view key) const {
   return std::get<std::vector<std::int64_t>>(typed(key, Type::IntList, Type::IntList));
+}
+
+std::vector<std::string> Config::get_string_list(std::string_view key) const {
+  return std::get<std::vector<std::string>>(typed(key, Type::StringList, Type::StringList));
 }
 
 bool Config::has_value(std::string_view key) const { return entry(key).value.has_value(); }

@@ -69,6 +69,7 @@ class Config {
   std::string get_string(std::string_view key) const;
   std::filesystem::path get_path(std::string_view key) const;
   std::vector<std::int64_t> get_int_list(std::string_view key) const;
+  std::vector<std::string> get_string_list(std::string_view key) const;
 
   // False for an `unset` setting nobody gave a value (the typed getters throw on it).
   bool has_value(std::string_view key) const;

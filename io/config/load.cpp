@@ -93,7 +93,7 @@ class YamlApplier {
   std::optional<Value> parse(const Setting& setting, const YAML::Node& value) const {
     if (value.IsNull()) return std::nullopt;  // Config::set decides whether that is allowed
     if (value.IsScalar()) return parse_value(setting, value.Scalar());
-    if (value.IsSequence() && setting.type == Type::IntList) {
+    if (value.IsSequence() && (setting.type == Type::IntList || setting.type == Type::StringList)) {
       std::vector<std::string> items;
       for (const YAML::Node& item : value) {
         if (!item.IsScalar())
@@ -101,6 +101,7 @@ class YamlApplier {
                            " as a list element");
         items.push_back(item.Scalar());
       }
+      if (setting.type == Type::StringList) return Value(std::move(items));
       return parse_int_list(setting, items);
     }
     throw ValueError("expects " + expected_form(setting) + ", got " + node_kind(value));

@@ -52,6 +52,7 @@ const char* type_name(Type type) {
     case Type::Path: return "path";
     case Type::Enum: return "enum";
     case Type::IntList: return "int list";
+    case Type::StringList: return "string list";
   }
   return "?";
 }
@@ -99,6 +100,10 @@ void Schema::add_int_list(std::string key, Default<std::vector<std::int64_t>> de
   Setting setting = make(std::move(key), Type::IntList, def, std::move(doc));
   setting.bounds = bounds;
   add(std::move(setting));
+}
+
+void Schema::add_string_list(std::string key, Default<std::vector<std::string>> def, std::string doc) {
+  add(make(std::move(key), Type::StringList, def, std::move(doc)));
 }
 
 void Schema::add(Setting setting) {

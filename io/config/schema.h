@@ -25,14 +25,14 @@
 
 namespace loom::config {
 
-enum class Type { Int, Float, Bool, String, Path, Enum, IntList };
+enum class Type { Int, Float, Bool, String, Path, Enum, IntList, StringList };
 
 // "int", "float", "bool", "string", "path", "enum", "int list".
 const char* type_name(Type type);
 
 // A resolved value. Int → int64, Float → double, Bool → bool, String/Path/Enum → string,
-// IntList → vector<int64>.
-using Value = std::variant<std::int64_t, double, bool, std::string, std::vector<std::int64_t>>;
+// IntList → vector<int64>, StringList → vector<string>.
+using Value = std::variant<std::int64_t, double, bool, std::string, std::vector<std::int64_t>, std::vector<std::string>>;
 
 // Whether a setting without a default must be given (Required) or may stay unset (Unset).
 enum class Presence { HasDefault, Required, Unset };
@@ -96,6 +96,8 @@ class Schema {
                 std::string doc);
   void add_int_list(std::string key, Default<std::vector<std::int64_t>> def, std::string doc,
                     Bounds bounds = {});
+  // Items are taken as written (trimmed); YAML lists or "a, b, c" on the command line.
+  void add_string_list(std::string key, Default<std::vector<std::string>> def, std::string doc);
 
   // A one-line description of a group ("train" → "Optimisation loop"), shown in --help
   // and the generated docs.

@@ -107,7 +107,8 @@ Value parse_value(const Setting& setting, std::string_view text) {
       value = choice;
       break;
     }
-    case Type::IntList: {
+    case Type::IntList:
+    case Type::StringList: {
       std::string_view body = trim(text);
       if (body.size() >= 2 && body.front() == '[' && body.back() == ']')
         body = trim(body.substr(1, body.size() - 2));
@@ -118,6 +119,11 @@ Value parse_value(const Setting& setting, std::string_view text) {
         if (comma == std::string_view::npos) break;
         body.remove_prefix(comma + 1);
         if (trim(body).empty()) items.emplace_back();  // "1,2," has an empty last item
+      }
+      if (setting.type == Type::StringList) {
+        for (const std::string& item : items)
+          if (item.empty()) throw ValueError("expects " + expected_form(setting) + ", got an empty item in \"" + std::string(text) + "\"");
+        return Value(std::move(items));
       }
       return parse_int_list(setting, items);
     }
@@ -167,6 +173,11 @@ std::string format_value(const Value& value) {
       for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
       return out + "]";
     }
+    std::string operator()(const std::vector<std::string>& v) const {
+      std::string out = "[";
+      for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + v[i];
+      return out + "]";
+    }
   };
   return std::visit(Visitor{}, value);
 }
@@ -179,6 +190,7 @@ std::string expected_form(const Setting& setting) {
     case Type::String: return "a string";
     case Type::Path: return "a path";
     case Type::IntList: return "a list of ints (1,2,3 or [1, 2, 3])";
+    case Type::StringList: return "a list of strings (a,b or [a, b])";
     case Type::Enum: {
       std::string out = "one of {";
       for (std::size_t i = 0; i < setting.choices.size(); ++i)

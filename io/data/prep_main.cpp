@@ -261,10 +261,12 @@ int prepare_wordnet_pairs(const std::string& tokenizer_argument, const fs::path&
 
 // The same problems as supervised completions (" 42" after the prompt), for the SFT stage
 // before PPO/GRPO. With noise > 0, that share of the completions (picked by a hash of the
-// seed and the problem) is off by one (" 41" or " 43"): imperfect demonstrations, the
-// systematic error a verifier-rewarded RL stage is there to remove.
+// seed and the problem) is wrong: off by `offset` when it is not 0 (one habit shared by every
+// problem, which what RL learns on some problems can correct on others), else off by one either
+// way (" 41" or " 43"; an error of each problem alone). Imperfect demonstrations, the error a
+// verifier-rewarded RL stage is there to remove.
 std::vector<JsonlRecord> arithmetic_completions(const std::vector<JsonlRecord>& prompts, double noise,
-                                                std::uint64_t seed) {
+                                                std::int64_t offset, std::uint64_t seed) {
   std::vector<JsonlRecord> out;
   out.reserve(prompts.size());
   for (std::size_t i = 0; i < prompts.size(); ++i) {
@@ -276,7 +278,7 @@ std::vector<JsonlRecord> arithmetic_completions(const std::vector<JsonlRecord>& 
     std::string answer = p.answer.value_or("");
     const std::uint64_t h = mix64(mix64(seed ^ 0x6e6f697365ULL) + i);
     if (noise > 0 && static_cast<double>(h >> 11) * 0x1.0p-53 < noise) {
-      answer = std::to_string(std::stoll(answer) + ((h & 1) != 0 ? 1 : -1));
+      answer = std::to_string(std::stoll(answer) + (offset != 0 ? offset : (h & 1) != 0 ? 1 : -1));
     }
     r.completion = " " + answer;
     out.push_back(std::move(r));
@@ -285,12 +287,13 @@ std::vector<JsonlRecord> arithmetic_completions(const std::vector<JsonlRecord>& 
 }
 
 int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& out, const ArithmeticOptions& options,
-                       bool jsonl, bool sft, double sft_noise, bool verbose, bool force) {
+                       bool jsonl, bool sft, double sft_noise, std::int64_t sft_offset, bool verbose,
+                       bool force) {
   const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
   const std::string fingerprint = inputs_fingerprint(
       {"arithmetic/v1", fingerprint_hex(tokenizer_fingerprint(tokenizer_path)), std::to_string(options.train),
        std::to_string(options.validation), std::to_string(options.seed), std::to_string(options.max_operand),
-       options.ops, std::to_string(sft_noise)});
+       options.ops, std::to_string(sft_noise), std::to_string(sft_offset)});
   if (!force && split_outputs_up_to_date(out, fingerprint, jsonl) &&
       (!sft || split_outputs_up_to_date(out / "sft", fingerprint, jsonl))) {
     say_up_to_date({out / "train.h5", out / "val.h5"});
@@ -308,8 +311,8 @@ int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& ou
   }
   write_split(train, validation, tokenizer_path, fingerprint, "arithmetic", out, jsonl);
   if (sft) {
-    write_split(arithmetic_completions(train, sft_noise, options.seed),
-                arithmetic_completions(validation, 0.0, options.seed), tokenizer_path, fingerprint,
+    write_split(arithmetic_completions(train, sft_noise, sft_offset, options.seed),
+                arithmetic_completions(validation, 0.0, 0, options.seed), tokenizer_path, fingerprint,
                 "arithmetic completions", out / "sft", jsonl);
   }
   return 0;
@@ -425,6 +428,7 @@ int main(int argc, char** argv) {
   WordNetPairOptions pair_options;
   bool export_jsonl = false, verbose = false, arithmetic_sft = false;
   double arithmetic_sft_noise = 0.0;
+  std::int64_t arithmetic_sft_offset = 0;
   pairs->add_option("--tokenizer", tokenizer, "tokenizer.json, a directory, or gpt2")->required();
   pairs->add_option("--out", out_dir, "Output directory")->required();
   pairs->add_option("--validation-fraction", pair_options.validation_fraction,
@@ -450,8 +454,12 @@ int main(int argc, char** argv) {
                        "Also write the same problems as completions (\" 42\") to DIR/sft/train.h5 and DIR/sft/val.h5 "
                        "(kind sft), for the SFT stage before PPO/GRPO");
   arithmetic->add_option("--sft-noise", arithmetic_sft_noise,
-                         "Share of the training completions made off by one (imperfect demonstrations for RL to fix)")
+                         "Share of the training completions made wrong (imperfect demonstrations for RL to fix)")
       ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  arithmetic->add_option("--sft-noise-offset", arithmetic_sft_offset,
+                         "How the --sft-noise completions are wrong: off by this many (one error every problem "
+                         "shares), or with 0 off by one up or down at random (an error of each problem alone)")
       ->capture_default_str();
   arithmetic->add_flag("--verbose", verbose, "Print a few prompts of each split");
   arithmetic->add_flag("--force", force, "Rebuild even when the outputs are up to date");
@@ -478,7 +486,8 @@ int main(int argc, char** argv) {
     if (*brown) return prepare_brown(tokenizer, out_dir, held_out, every_nth, force);
     if (*wordnet) return prepare_wordnet(tokenizer, out_dir, definition_options, force);
     if (*pairs) return prepare_wordnet_pairs(tokenizer, out_dir, pair_options, export_jsonl, verbose, force);
-    if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, arithmetic_sft, arithmetic_sft_noise, verbose, force);
+    if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, arithmetic_sft, arithmetic_sft_noise,
+                                                   arithmetic_sft_offset, verbose, force);
     if (*jsonl) return prepare_jsonl(input, tokenizer, out_file, format, force);
     if (*inspect_cmd) return inspect(inspect_file, tokenizer, document);
   } catch (const std::exception& error) {

@@ -173,6 +173,25 @@ BOOST_AUTO_TEST_CASE(precedence_default_yaml_override) {
   BOOST_TEST(config.source("train.max_steps").describe() == "default");
 }
 
+BOOST_AUTO_TEST_CASE(string_lists_from_yaml_and_command_line) {
+  TempDir dir;
+  Schema schema = test_schema();
+  schema.add_string_list("eval.tasks", std::vector<std::string>{"a.yaml"}, "Task files");
+  BOOST_TEST(load_config(schema, std::nullopt, kTrain).get_string_list("eval.tasks") == (std::vector<std::string>{"a.yaml"}));
+  const fs::path yaml = dir.write("s.yaml", "eval:\n  tasks:\n    - configs/x.yaml\n    - \"y z.yaml\"\n");
+  BOOST_TEST(load_config(schema, yaml, kTrain).get_string_list("eval.tasks") ==
+             (std::vector<std::string>{"configs/x.yaml", "y z.yaml"}));
+  std::vector<std::string> overrides = kTrain;
+  overrides.push_back("eval.tasks=[p.yaml, q.yaml]");
+  const Config config = load_config(schema, std::nullopt, overrides);
+  BOOST_TEST(config.get_string_list("eval.tasks") == (std::vector<std::string>{"p.yaml", "q.yaml"}));
+  BOOST_TEST(config.text("eval.tasks") == "[p.yaml, q.yaml]");
+  overrides.back() = "eval.tasks=p.yaml,,q.yaml";
+  BOOST_CHECK_THROW(load_config(schema, std::nullopt, overrides), ConfigError);
+  const fs::path nested = dir.write("n.yaml", "eval:\n  tasks:\n    - [a, b]\n");
+  BOOST_CHECK_THROW(load_config(schema, nested, kTrain), ConfigError);
+}
+
 BOOST_AUTO_TEST_CASE(later_files_win_and_empty_file_sets_nothing) {
   TempDir dir;
   const fs::path base = dir.write("base.yaml", "train:\n  max_steps: 10\n  lr: 0.1\n");
