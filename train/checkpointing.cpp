@@ -145,19 +145,40 @@ void Checkpointer::check_model(const io::ckpt::CheckpointReader& reader, const C
   }
 }
 
+namespace {
+
+std::vector<io::ckpt::ReadRequest> parameter_reads(Engine& engine, const std::string& prefix) {
+  const auto& groups = engine.groups();
+  model::ParameterSet& params = engine.model().params();
+  std::vector<io::ckpt::ReadRequest> requests;
+  for (const model::ParameterEntry& e : params.entries()) {
+    float* base = params.values().data<float>() + e.offset;
+    for (const model::SliceBox& box : model::slice_boxes(e, groups.tp_rank(), groups.tp_size(), 0, e.numel)) {
+      requests.push_back({prefix + "model/" + e.name, to_box(box), base + box.local_offset});
+    }
+  }
+  return requests;
+}
+
+}  // namespace
+
+void load_checkpoint_parameters(io::ckpt::CheckpointReader& reader, Engine& engine, const std::string& prefix) {
+  for (const auto& request : parameter_reads(engine, prefix)) {
+    if (!reader.has(request.tensor)) {
+      throw std::runtime_error(reader.dir().string() + ": the checkpoint has no tensor " + request.tensor +
+                               " (a model of another architecture, head or LoRA setting?)");
+    }
+  }
+  reader.read_all(parameter_reads(engine, prefix));
+}
+
 void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedModel& model) {
   Engine& engine = *model.engine;
   const nlohmann::json& state = reader.index().at("state");
   const auto& groups = engine.groups();
   const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
   model::ParameterSet& params = engine.model().params();
-  std::vector<io::ckpt::ReadRequest> requests;
-  for (const model::ParameterEntry& e : params.entries()) {
-    float* base = params.values().data<float>() + e.offset;
-    for (const model::SliceBox& box : model::slice_boxes(e, tp_rank, tp_size, 0, e.numel)) {
-      requests.push_back({model.prefix + "model/" + e.name, to_box(box), base + box.local_offset});
-    }
-  }
+  std::vector<io::ckpt::ReadRequest> requests = parameter_reads(engine, model.prefix);
   const std::int64_t optimizer_steps =
       model.prefix.empty() ? state.value("optimizer_steps", std::int64_t{0})
                            : state.at("optimizer_steps_by_model").at(model.prefix).get<std::int64_t>();

@@ -81,6 +81,11 @@ struct CheckpointedModel {
   Engine* engine = nullptr;
 };
 
+// The parameters of the model under `prefix` ("" or e.g. "critic/") of a committed
+// checkpoint into the engine, whatever layout wrote it (no optimizer state): for evaluation.
+// Throws std::runtime_error naming the checkpoint and a tensor it lacks. Any rank.
+void load_checkpoint_parameters(io::ckpt::CheckpointReader& reader, Engine& engine, const std::string& prefix = "");
+
 class Checkpointer {
  public:
   // `meta` goes into every index.json: "config", "layout", "model_config", "program".

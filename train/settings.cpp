@@ -148,9 +148,8 @@ void add_lora_settings(config::Schema& schema) {
   schema.add_int("lora.rank", 0, "Adapter rank r; 0 = no adapters (full fine-tuning)", {.min = 0});
   schema.add_float("lora.alpha", 16.0, "Adapter scale numerator: the update is alpha / rank * B A x", {.min = 0});
   schema.add_float("lora.dropout", 0.0, "Dropout on the adapters' inputs during training", {.min = 0, .max = 1});
-  schema.add_string("lora.targets", std::string("attn.qkv,attn.out"),
-                    "Comma-separated linears that get adapters: attn.qkv, attn.out, mlp.gate (llama), mlp.up, "
-                    "mlp.down");
+  schema.add_string_list("lora.targets", std::vector<std::string>{"attn.qkv", "attn.out"},
+                         "Linears that get adapters: attn.qkv, attn.out, mlp.gate (llama), mlp.up, mlp.down");
 }
 
 model::LoraConfig lora_config_from(const config::Config& config) {
@@ -158,17 +157,7 @@ model::LoraConfig lora_config_from(const config::Config& config) {
   lora.rank = config.get_int("lora.rank");
   lora.alpha = static_cast<float>(config.get_float("lora.alpha"));
   lora.dropout = static_cast<float>(config.get_float("lora.dropout"));
-  lora.targets.clear();
-  const std::string text = config.get_string("lora.targets");
-  std::size_t at = 0;
-  while (at <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', at), text.size());
-    std::string item = text.substr(at, comma - at);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) lora.targets.push_back(item);
-    at = comma + 1;
-  }
+  lora.targets = config.get_string_list("lora.targets");
   try {
     lora.validate();
   } catch (const std::invalid_argument& e) {

@@ -29,8 +29,7 @@ void add_lora_settings(config::Schema& schema);
 // the model.* key when the combination is invalid.
 model::ModelConfig model_config_from(const config::Config& config, std::int64_t tokenizer_vocab);
 
-// The adapters lora.* describes. lora.targets is a comma-separated list (the config has no
-// string-list type). Throws config::ConfigError naming the lora.* key when invalid.
+// The adapters lora.* describes. Throws config::ConfigError naming the lora.* key when invalid.
 model::LoraConfig lora_config_from(const config::Config& config);
 
 }  // namespace loom::train

@@ -287,13 +287,13 @@ std::vector<JsonlRecord> arithmetic_completions(const std::vector<JsonlRecord>& 
 }
 
 int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& out, const ArithmeticOptions& options,
-                       bool jsonl, bool sft, double sft_noise, std::int64_t sft_offset, bool verbose,
-                       bool force) {
+                       bool jsonl, bool sft, double sft_noise, std::int64_t sft_offset, std::int64_t sft_count,
+                       bool verbose, bool force) {
   const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
   const std::string fingerprint = inputs_fingerprint(
       {"arithmetic/v1", fingerprint_hex(tokenizer_fingerprint(tokenizer_path)), std::to_string(options.train),
        std::to_string(options.validation), std::to_string(options.seed), std::to_string(options.max_operand),
-       options.ops, std::to_string(sft_noise), std::to_string(sft_offset)});
+       options.ops, std::to_string(sft_noise), std::to_string(sft_offset), std::to_string(sft_count)});
   if (!force && split_outputs_up_to_date(out, fingerprint, jsonl) &&
       (!sft || split_outputs_up_to_date(out / "sft", fingerprint, jsonl))) {
     say_up_to_date({out / "train.h5", out / "val.h5"});
@@ -311,7 +311,12 @@ int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& ou
   }
   write_split(train, validation, tokenizer_path, fingerprint, "arithmetic", out, jsonl);
   if (sft) {
-    write_split(arithmetic_completions(train, sft_noise, sft_offset, options.seed),
+    // The demonstrations may be fewer than the RL prompts: the first sft_count problems.
+    const std::vector<JsonlRecord> demonstrations(
+        train.begin(), train.begin() + static_cast<std::ptrdiff_t>(sft_count > 0 ? std::min<std::size_t>(
+                                                                                    static_cast<std::size_t>(sft_count), train.size())
+                                                                              : train.size()));
+    write_split(arithmetic_completions(demonstrations, sft_noise, sft_offset, options.seed),
                 arithmetic_completions(validation, 0.0, 0, options.seed), tokenizer_path, fingerprint,
                 "arithmetic completions", out / "sft", jsonl);
   }
@@ -428,7 +433,7 @@ int main(int argc, char** argv) {
   WordNetPairOptions pair_options;
   bool export_jsonl = false, verbose = false, arithmetic_sft = false;
   double arithmetic_sft_noise = 0.0;
-  std::int64_t arithmetic_sft_offset = 0;
+  std::int64_t arithmetic_sft_offset = 0, arithmetic_sft_count = 0;
   pairs->add_option("--tokenizer", tokenizer, "tokenizer.json, a directory, or gpt2")->required();
   pairs->add_option("--out", out_dir, "Output directory")->required();
   pairs->add_option("--validation-fraction", pair_options.validation_fraction,
@@ -461,6 +466,11 @@ int main(int argc, char** argv) {
                          "How the --sft-noise completions are wrong: off by this many (one error every problem "
                          "shares), or with 0 off by one up or down at random (an error of each problem alone)")
       ->capture_default_str();
+  arithmetic->add_option("--sft-count", arithmetic_sft_count,
+                         "Demonstrations: only the first N training problems go to DIR/sft/train.h5 (0: all), so the "
+                         "RL stage has prompts the SFT stage never saw answered")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   arithmetic->add_flag("--verbose", verbose, "Print a few prompts of each split");
   arithmetic->add_flag("--force", force, "Rebuild even when the outputs are up to date");
 
@@ -487,7 +497,7 @@ int main(int argc, char** argv) {
     if (*wordnet) return prepare_wordnet(tokenizer, out_dir, definition_options, force);
     if (*pairs) return prepare_wordnet_pairs(tokenizer, out_dir, pair_options, export_jsonl, verbose, force);
     if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, arithmetic_sft, arithmetic_sft_noise,
-                                                   arithmetic_sft_offset, verbose, force);
+                                                   arithmetic_sft_offset, arithmetic_sft_count, verbose, force);
     if (*jsonl) return prepare_jsonl(input, tokenizer, out_file, format, force);
     if (*inspect_cmd) return inspect(inspect_file, tokenizer, document);
   } catch (const std::exception& error) {
