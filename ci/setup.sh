@@ -11,6 +11,7 @@ debian_packages=(
   libboost-test-dev libopenblas-dev libopenblas0-openmp libdnnl-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libicu-dev
   python3-torch python3-numpy python3-h5py
+  gnuplot-nox
 )
 
 missing=()

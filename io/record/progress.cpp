@@ -89,7 +89,7 @@ std::string Progress::render(std::int64_t step, const std::vector<Field>& fields
     line += " [" + std::string(filled, '#') + std::string(options_.bar_width - filled, '-') + "]  " +
             count + "/" + total;
   } else {
-    line += " step " + count + "/" + total + " (" +
+    line += " " + options_.unit + " " + count + "/" + total + " (" +
             std::to_string(static_cast<int>(std::floor(fraction * 100))) + "%)";
   }
   for (const Field& field : fields) line += "  " + field.name + " " + format_number(field.value);

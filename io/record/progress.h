@@ -29,6 +29,7 @@ struct ProgressOptions {
   std::function<double()> clock;          // seconds, monotonic; empty: steady_clock
   int bar_width = 20;
   double smoothing = 0.1;                 // weight of the newest step time in the average
+  std::string unit = "step";              // what is counted, in plain lines ("tokens" for an evaluation)
 };
 
 class Progress {
