@@ -5,7 +5,7 @@ Checks:
 - a multiple-choice task with known answers (every choice the same text, so the tie goes to
   the first choice: gold 0 scores 1, gold 1 scores 0) gives exactly acc = 0.75;
 - results.json's task section is identical for batch sizes 1, 4 and 16 and for 1, 2 and 4
-  ranks (dp), and within 1e-5 relative under tp 2;
+  ranks (dp), and within 1e-5 relative under tp 2 and pp 2;
 - an evaluation stopped by SIGTERM (exit 75) or killed by SIGKILL mid-way resumes from its
   journal — with another rank count — and gives the same results as an uninterrupted run;
 - steps=all writes one result set per committed checkpoint, each naming its step;
@@ -137,9 +137,10 @@ class Eval(unittest.TestCase):
             out = f"{WORK}/eval/ranks{ranks}"
             self.eval(out, "batch_size=4", ranks=ranks)
             self.assertEqual(tasks_of(out), want, f"{ranks} ranks")
-        out = f"{WORK}/eval/tp2"
-        self.eval(out, "batch_size=4", "parallel.tp=2", ranks=2)
-        self.assertTrue(close(tasks_of(out), want), f"tp 2: {tasks_of(out)} vs {want}")
+        for layout in ("parallel.tp=2", "parallel.pp=2"):
+            out = f"{WORK}/eval/{layout[9:]}"
+            self.eval(out, "batch_size=4", layout, ranks=2)
+            self.assertTrue(close(tasks_of(out), want), f"{layout}: {tasks_of(out)} vs {want}")
 
     def wait_for_journal(self, out, records):
         """Polls the journal files until they hold at least `records` result lines."""
