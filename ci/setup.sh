@@ -12,6 +12,7 @@ debian_packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libicu-dev
   python3-torch python3-numpy python3-h5py
   gnuplot-nox
+  slurmctld slurmd slurm-client munge
 )
 
 missing=()
