@@ -65,7 +65,7 @@ fs::path task_file(const std::string& entry) {
 }
 
 fs::path default_out(const EvalModel& model) {
-  fs::path dir = model.kind == "weights" ? model.path.parent_path() : model.path.parent_path();
+  fs::path dir = model.path.parent_path();
   if (model.kind == "checkpoint" && dir.filename() == "checkpoints") dir = dir.parent_path();
   return dir / "eval";
 }

@@ -11,6 +11,15 @@
 
 namespace loom::eval {
 namespace fs = std::filesystem;
+namespace {
+
+// Whether `line` is a journal header ({"journal": fingerprint}) of these settings.
+bool is_header_of(const std::string& line, const std::string& fingerprint) {
+  const nlohmann::json header = nlohmann::json::parse(line, nullptr, false);
+  return !header.is_discarded() && header.is_object() && header.value("journal", std::string()) == fingerprint;
+}
+
+}  // namespace
 
 Journal::Journal(const fs::path& dir, int dp_rank, int dp_size, const std::string& fingerprint) {
   fs::create_directories(dir);
@@ -22,8 +31,7 @@ Journal::Journal(const fs::path& dir, int dp_rank, int dp_size, const std::strin
     std::ifstream in(file_);
     std::string first;
     std::getline(in, first);
-    const nlohmann::json header = nlohmann::json::parse(first, nullptr, false);
-    fresh = header.is_discarded() || !header.is_object() || header.value("journal", std::string()) != fingerprint;
+    fresh = !is_header_of(first, fingerprint);
   }
   if (!fresh) {
     // Cut a torn last line (a kill mid-write) so the next record starts on a line of its own.
@@ -62,8 +70,7 @@ JournalContents read_journals(const fs::path& dir, const std::string& fingerprin
     std::ifstream in(file);
     std::string line;
     if (!std::getline(in, line)) continue;
-    const nlohmann::json header = nlohmann::json::parse(line, nullptr, false);
-    if (header.is_discarded() || !header.is_object() || header.value("journal", std::string()) != fingerprint) {
+    if (!is_header_of(line, fingerprint)) {
       ++contents.stale_files;
       continue;
     }

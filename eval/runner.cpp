@@ -29,8 +29,8 @@ struct Request {
   std::int32_t task = 0;
   std::int64_t doc = 0, part = 0;
   std::int64_t cost = 0;  // tokens: the unit of balance and progress
-  LoglikRequest loglik;   // perplexity, multiple_choice
-  std::shared_ptr<const std::vector<std::int32_t>> prompt;  // generate_until, reward
+  LoglikRequest loglik{};  // perplexity, multiple_choice
+  std::shared_ptr<const std::vector<std::int32_t>> prompt{};  // generate_until, reward
   std::int64_t max_new_tokens = 0;
   std::int64_t bucket = 0;  // log-likelihood requests: padded length; generations: prompt length
 };
@@ -49,7 +49,7 @@ std::vector<Request> build_requests(std::int32_t t, const TaskData& task, const 
       std::int64_t part = 0;
       for (std::size_t start = 0; start + 1 < s.size(); start += static_cast<std::size_t>(window), ++part) {
         const std::size_t end = std::min(s.size(), start + static_cast<std::size_t>(window) + 1);
-        Request r{t, d.id, part};
+        Request r{.task = t, .doc = d.id, .part = part};
         r.loglik.context = {s[start]};
         r.loglik.continuation.assign(s.begin() + static_cast<std::ptrdiff_t>(start) + 1,
                                      s.begin() + static_cast<std::ptrdiff_t>(end));
@@ -60,7 +60,7 @@ std::vector<Request> build_requests(std::int32_t t, const TaskData& task, const 
     } else if (type == TaskType::MultipleChoice) {
       const std::vector<std::int32_t> context = tokenizer.encode(d.context);
       for (std::size_t c = 0; c < d.choices.size(); ++c) {
-        Request r{t, d.id, static_cast<std::int64_t>(c)};
+        Request r{.task = t, .doc = d.id, .part = static_cast<std::int64_t>(c)};
         r.loglik.context = context.empty() ? std::vector<std::int32_t>{tokenizer.eos_id()} : context;
         r.loglik.continuation = tokenizer.encode(d.choices[c]);
         if (r.loglik.continuation.empty()) {
@@ -72,7 +72,7 @@ std::vector<Request> build_requests(std::int32_t t, const TaskData& task, const 
         out.push_back(std::move(r));
       }
     } else {
-      Request r{t, d.id, 0};
+      Request r{.task = t, .doc = d.id, .part = 0};
       auto prompt = std::make_shared<std::vector<std::int32_t>>(tokenizer.encode(d.context));
       if (prompt->empty()) prompt->push_back(tokenizer.eos_id());
       r.max_new_tokens = task.config.max_new_tokens;
@@ -97,6 +97,20 @@ std::string journal_fingerprint(const EvalModel& model, const fs::path& tokenize
   return record::hex64(h.digest());
 }
 
+// The journal's records of each task, by (document, part); records of other tasks are ignored.
+std::vector<RequestResults> journaled_results(const fs::path& dir, const std::string& fingerprint,
+                                              const std::vector<TaskData>& tasks) {
+  std::map<std::string, std::size_t> task_index;
+  for (std::size_t t = 0; t < tasks.size(); ++t) task_index[tasks[t].config.name] = t;
+  std::vector<RequestResults> results(tasks.size());
+  for (const nlohmann::json& r : read_journals(dir, fingerprint).records) {
+    const auto it = task_index.find(r.value("task", std::string()));
+    if (it == task_index.end()) continue;
+    results[it->second][{r.at("doc").get<std::int64_t>(), r.at("part").get<std::int64_t>()}] = r;
+  }
+  return results;
+}
+
 // Frozen engines a reward task needs, in the policy's layout.
 std::unique_ptr<train::Engine> frozen_engine(const train::Engine& like, Backend& backend, const std::string& path,
                                              model::HeadKind head, const std::string& task) {
@@ -106,10 +120,10 @@ std::unique_ptr<train::Engine> frozen_engine(const train::Engine& like, Backend&
   options.head = head;
   options.zero1 = false;
   options.lora = {};
-  auto engine = std::make_unique<train::Engine>(m.config, options, backend);
   if (head == model::HeadKind::Scalar && m.head != "scalar") {
     throw std::runtime_error("task " + task + ": reward_model " + path + " has no scalar head (a loom-rm model is needed)");
   }
+  auto engine = std::make_unique<train::Engine>(m.config, options, backend);
   load_model(m, *engine);
   return engine;
 }
@@ -128,16 +142,8 @@ RunnerReport run_evaluation(train::Engine& engine, Backend& backend, const EvalM
   const fs::path journal_dir = out / "journal";
 
   // Every rank reads the journal before anyone appends to it, so all agree on what is done.
-  const JournalContents done = read_journals(journal_dir, fingerprint);
+  const std::vector<RequestResults> results = journaled_results(journal_dir, fingerprint, tasks);
   engine.world().barrier();
-  std::map<std::string, std::int32_t> task_index;
-  for (std::size_t t = 0; t < tasks.size(); ++t) task_index[tasks[t].config.name] = static_cast<std::int32_t>(t);
-  std::vector<RequestResults> results(tasks.size());
-  for (const nlohmann::json& r : done.records) {
-    const auto it = task_index.find(r.value("task", std::string()));
-    if (it == task_index.end()) continue;
-    results[static_cast<std::size_t>(it->second)][{r.at("doc").get<std::int64_t>(), r.at("part").get<std::int64_t>()}] = r;
-  }
 
   RunnerReport report;
   std::vector<std::vector<Request>> mine(tasks.size());  // this replica's requests per task
@@ -205,7 +211,7 @@ RunnerReport run_evaluation(train::Engine& engine, Backend& backend, const EvalM
     progress.emplace(std::max<std::int64_t>(1, my_cost), options.label, shown);
   }
   const std::int64_t micro = options.micro_batch_size > 0 ? options.micro_batch_size : options.batch_size;
-  std::int64_t cost_done = 0, tokens = 0, requests_done = 0;
+  std::int64_t cost_done = 0, requests_done = 0;
   // Replicas step through rounds together: after each round every rank learns whether any rank
   // was asked to stop, so all of them stop after the same round, with their journals complete.
   for (std::int64_t round = 0; round < static_cast<std::int64_t>(rounds); ++round) {
@@ -255,7 +261,6 @@ RunnerReport run_evaluation(train::Engine& engine, Backend& backend, const EvalM
       if (journal) journal->append(records);
       if (options.batch_delay_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(options.batch_delay_s));
       for (std::size_t i = b.begin; i < b.end; ++i) cost_done += list[i].cost;
-      tokens = cost_done;
       requests_done += static_cast<std::int64_t>(b.end - b.begin);
       if (progress) progress->update(cost_done, {{"requests", static_cast<double>(requests_done)}});
     }
@@ -268,18 +273,12 @@ RunnerReport run_evaluation(train::Engine& engine, Backend& backend, const EvalM
   }
   if (progress) progress->finish();
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  report.tokens_per_second = report.seconds > 0 ? static_cast<double>(tokens) / report.seconds : 0;
+  report.tokens_per_second = report.seconds > 0 ? static_cast<double>(cost_done) / report.seconds : 0;
   engine.world().barrier();  // every journal is complete
   if (report.stopped_by != 0) return report;
 
   if (groups.world_rank() == 0) {
-    const JournalContents all = read_journals(journal_dir, fingerprint);
-    std::vector<RequestResults> final_results(tasks.size());
-    for (const nlohmann::json& r : all.records) {
-      const auto it = task_index.find(r.value("task", std::string()));
-      if (it == task_index.end()) continue;
-      final_results[static_cast<std::size_t>(it->second)][{r.at("doc").get<std::int64_t>(), r.at("part").get<std::int64_t>()}] = r;
-    }
+    const std::vector<RequestResults> final_results = journaled_results(journal_dir, fingerprint, tasks);
     fs::create_directories(out / "samples");
     for (std::size_t t = 0; t < tasks.size(); ++t) {
       const TaskConfig& task = tasks[t].config;

@@ -14,6 +14,11 @@ namespace {
 constexpr std::int64_t kMinTokens = 64;
 constexpr std::size_t kGenerationRows = 8;
 
+// A row of `length` tokens padded to a multiple of kBucket, at most the window.
+std::int64_t bucket_length(std::int64_t length, std::int64_t window) {
+  return std::min(window, (std::max<std::int64_t>(length, 1) + kBucket - 1) / kBucket * kBucket);
+}
+
 std::int64_t padded_rows(std::size_t rows, std::int64_t micro_rows) {
   const auto r = static_cast<std::int64_t>(rows);
   return (r + micro_rows - 1) / micro_rows * micro_rows;
@@ -22,8 +27,7 @@ std::int64_t padded_rows(std::size_t rows, std::int64_t micro_rows) {
 }  // namespace
 
 std::int64_t loglik_bucket(const LoglikRequest& request, std::int64_t window) {
-  const auto n = static_cast<std::int64_t>(request.context.size() + request.continuation.size()) - 1;
-  return std::min(window, (std::max<std::int64_t>(n, 1) + kBucket - 1) / kBucket * kBucket);
+  return bucket_length(static_cast<std::int64_t>(request.context.size() + request.continuation.size()) - 1, window);
 }
 
 std::vector<LoglikResult> score_loglik(train::Engine& engine, const std::vector<const LoglikRequest*>& batch,
@@ -141,7 +145,7 @@ std::vector<double> score_reward(train::Engine& reward_model, const io::Tokenize
     sequences.push_back(std::move(s));
   }
   const auto bucket_of = [&](const std::vector<std::int32_t>& s) {
-    return std::min(window, (static_cast<std::int64_t>(s.size()) + kBucket - 1) / kBucket * kBucket);
+    return bucket_length(static_cast<std::int64_t>(s.size()), window);
   };
   // Responses differ in length: one pass per padding bucket, so a score never depends on the
   // other responses of the batch (as for log-likelihoods).

@@ -312,10 +312,9 @@ int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& ou
   write_split(train, validation, tokenizer_path, fingerprint, "arithmetic", out, jsonl);
   if (sft) {
     // The demonstrations may be fewer than the RL prompts: the first sft_count problems.
-    const std::vector<JsonlRecord> demonstrations(
-        train.begin(), train.begin() + static_cast<std::ptrdiff_t>(sft_count > 0 ? std::min<std::size_t>(
-                                                                                    static_cast<std::size_t>(sft_count), train.size())
-                                                                              : train.size()));
+    std::size_t count = train.size();
+    if (sft_count > 0) count = std::min(count, static_cast<std::size_t>(sft_count));
+    const std::vector<JsonlRecord> demonstrations(train.begin(), train.begin() + static_cast<std::ptrdiff_t>(count));
     write_split(arithmetic_completions(demonstrations, sft_noise, sft_offset, options.seed),
                 arithmetic_completions(validation, 0.0, 0, options.seed), tokenizer_path, fingerprint,
                 "arithmetic completions", out / "sft", jsonl);
