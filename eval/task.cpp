@@ -170,15 +170,9 @@ const std::vector<std::pair<std::string, Setter>>& task_keys() {
 }
 
 std::string closest_key(const std::string& unknown) {
-  std::string best;
-  std::size_t best_distance = std::numeric_limits<std::size_t>::max();
-  for (const auto& [key, setter] : task_keys()) {
-    if (const std::size_t distance = config::edit_distance(unknown, key); distance < best_distance) {
-      best_distance = distance;
-      best = key;
-    }
-  }
-  return best;
+  std::vector<std::string> names;
+  for (const auto& entry : task_keys()) names.push_back(entry.first);
+  return config::nearest(unknown, names).name;
 }
 
 // Checks that need several keys at once: required keys, type-specific keys, templates, regex.

@@ -42,20 +42,12 @@ void YamlReader::check_map(const YAML::Node& node, const std::string& section, c
   for (const auto& entry : node) {
     const std::string key = entry.first.Scalar();
     if (ignored.contains(key) || std::find(known.begin(), known.end(), key) != known.end()) continue;
-    std::string closest;
-    std::size_t best = std::numeric_limits<std::size_t>::max();
     std::vector<std::string> candidates = known;
     candidates.insert(candidates.end(), ignored.begin(), ignored.end());
-    for (const std::string& candidate : candidates) {
-      const std::size_t distance = config::edit_distance(key, candidate);
-      if (distance < best) {
-        best = distance;
-        closest = candidate;
-      }
-    }
+    const config::Nearest closest = config::nearest(key, candidates);
     std::string hint;
-    if (best <= std::max<std::size_t>(2, key.size() / 2)) {
-      hint = " (did you mean " + in_quotes(dotted(section, closest)) + "?)";
+    if (closest.distance <= std::max<std::size_t>(2, key.size() / 2)) {
+      hint = " (did you mean " + in_quotes(dotted(section, closest.name)) + "?)";
     } else {
       for (const std::string& candidate : known) hint += (hint.empty() ? " (known keys: " : ", ") + candidate;
       hint += ")";

@@ -17,15 +17,9 @@ std::string in_quotes(std::string_view text) { return "\"" + std::string(text) +
 std::string unknown_option(std::string_view arg) {
   std::string message = "command line: unknown option " + in_quotes(arg);
   const std::string_view name = arg.substr(0, arg.find('='));
-  std::string_view best;
-  std::size_t best_distance = 3;
-  for (std::string_view option : kOptions) {
-    if (const std::size_t distance = edit_distance(name, option); distance < best_distance) {
-      best = option;
-      best_distance = distance;
-    }
+  if (const Nearest best = nearest(name, kOptions); best.distance < 3) {
+    return message + " (did you mean " + in_quotes(best.name) + "?)";
   }
-  if (!best.empty()) return message + " (did you mean " + in_quotes(best) + "?)";
   return message + " (options: --config FILE, --print-config, --help-markdown, --version, "
                    "--help; settings are given as key=value)";
 }

@@ -50,4 +50,20 @@ std::string format_bounds(const Bounds& bounds);
 // Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
 std::size_t edit_distance(std::string_view a, std::string_view b);
 
+// The candidate nearest to `unknown` by edit_distance (the first of equals) and its
+// distance; an empty name and SIZE_MAX when there are no candidates. For "did you mean".
+struct Nearest {
+  std::string name;
+  std::size_t distance = static_cast<std::size_t>(-1);
+};
+template <typename Range>
+Nearest nearest(std::string_view unknown, const Range& candidates) {
+  Nearest best;
+  for (const auto& candidate : candidates) {
+    const std::string_view name(candidate);
+    if (const std::size_t d = edit_distance(unknown, name); d < best.distance) best = {std::string(name), d};
+  }
+  return best;
+}
+
 }  // namespace loom::config
