@@ -19,11 +19,16 @@
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "core/tensor.h"
 
 namespace loom {
+
+namespace quant {
+class QuantizedLinear;  // core/quant/quant_gemm.h
+}
 
 // Rotary position embedding settings (Llama family). Rotation is the "rotate half"
 // (GPT-NeoX / Hugging Face Llama) form over each head's first rotary_dim channels.
@@ -72,6 +77,21 @@ class Backend {
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) = 0;
   // dx += dy @ w; dw += dy^T @ x; dbias += Σ_rows dy. dx/dw/dbias may be undefined (skipped,
   // e.g. dw of a frozen weight).
+  // y = x · Wᵀ + bias with a quantized weight (core/quant/quant_gemm.h: W8A8, W8A16, W4A16);
+  // x [.., in], y [.., out] f32, bias [out] or undefined. Forward only (evaluation and
+  // generation of a loom-quantize model). Backends without quantized kernels throw.
+  virtual void quantized_linear_forward(const Tensor& x, const quant::QuantizedLinear& w, const Tensor& bias,
+                                        Tensor& y) {
+    (void)x, (void)w, (void)bias, (void)y;
+    throw std::logic_error(name() + " backend: no quantized linear kernels");
+  }
+  // The int8 KV cache's numerics: the key and value head rows of qkv [N, (Hq+2Hkv)·D] (after
+  // RoPE) rounded through int8 with one scale per (token, head) (core/quant/kv_int8.h), so
+  // attention sees exactly what an int8 cache holds.
+  virtual void kv_int8_round_trip(Tensor& qkv, const AttentionShape& shape) {
+    (void)qkv, (void)shape;
+    throw std::logic_error(name() + " backend: no int8 KV cache");
+  }
   virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
                                Tensor& dw, Tensor& dbias) = 0;
 

@@ -7,7 +7,9 @@
 #include "io/checkpoint/checkpoint.h"
 #include "io/checkpoint/format.h"
 #include "io/hf/loom_model_file.h"
+#include "io/weights/quantized_weights.h"
 #include "io/weights/weights.h"
+#include "core/quant/quant_gemm.h"
 #include "train/checkpointing.h"
 
 namespace loom::eval {
@@ -31,6 +33,12 @@ EvalModel from_weights(const fs::path& file) {
   model.step = meta.value("step", std::int64_t{-1});
   model.config = io::hf::model_config_from_json(meta["model"], file.string());
   model.head = meta.value("head", std::string("lm"));
+  if (io::is_quantized_model_file(file)) {
+    model.kind = "quantized";
+    model.quantization = meta.value("quantization", nlohmann::json::object());
+    if (meta.contains("tokenizer") && meta["tokenizer"].is_string()) model.tokenizer = meta["tokenizer"].get<std::string>();
+    return model;
+  }
   const fs::path run_json = file.parent_path() / "run.json";
   if (fs::exists(run_json)) {
     std::ifstream in(run_json);
@@ -82,7 +90,11 @@ std::vector<std::int64_t> parse_steps(const std::string& steps, const fs::path& 
 
 }  // namespace
 
-nlohmann::json EvalModel::to_json() const { return {{"path", path.string()}, {"kind", kind}, {"step", step}}; }
+nlohmann::json EvalModel::to_json() const {
+  nlohmann::json j = {{"path", path.string()}, {"kind", kind}, {"step", step}};
+  if (kind == "quantized") j["quantization"] = quantization;
+  return j;
+}
 
 std::vector<EvalModel> resolve_models(const fs::path& path, const std::string& steps) {
   if (!fs::exists(path)) throw std::runtime_error(path.string() + ": no such model file or directory");
@@ -115,7 +127,55 @@ std::vector<EvalModel> resolve_models(const fs::path& path, const std::string& s
   return models;
 }
 
+namespace {
+
+// A loom-quantize model: every parameter (quantized weights dequantized) into the engine's
+// slices, then the quantized kernel of each compressed linear on this rank's slice of its codes,
+// and the int8 KV cache numerics.
+void load_quantized(const EvalModel& m, train::Engine& engine) {
+  const io::QuantizedModel q = io::load_quantized_model(m.path);
+  model::Transformer& mine = engine.model();
+  model::Transformer whole(m.config, model::ShardSpec::whole(m.config), model::HeadKind::LM, mine.backend());
+  for (const io::NamedTensor& t : q.dense) {
+    if (!whole.params().contains(t.name)) {
+      throw std::runtime_error(m.path.string() + ": tensor " + t.name + " is not a parameter of the recorded model");
+    }
+    Tensor dst = whole.params().value(t.name);
+    if (dst.numel() != t.tensor.numel()) {
+      throw std::runtime_error(m.path.string() + ": tensor " + t.name + " has " + std::to_string(t.tensor.numel()) +
+                               " elements, the model expects " + std::to_string(dst.numel()));
+    }
+    std::copy_n(t.tensor.data<float>(), t.tensor.numel(), dst.data<float>());
+  }
+  for (const io::CompressedLinear& l : q.linears) {
+    if (l.quantized) quant::dequantize(*l.quantized, whole.params().value(l.prefix + ".weight").data<float>());
+  }
+  engine.load_from(whole);
+  const std::string activations = m.quantization.value("activations", std::string("float"));
+  const quant::ActivationMode mode = activations == "int8" ? quant::ActivationMode::Int8 : quant::ActivationMode::Float;
+  const model::ShardSpec& shard = mine.shard();
+  const int tp_rank = engine.groups().tp_rank(), tp_size = engine.groups().tp_size();
+  for (const io::CompressedLinear& l : q.linears) {
+    if (!l.quantized) continue;
+    // "layers.<L>.attn.qkv" -> layer L, linear "qkv"
+    const std::size_t dot = l.prefix.find('.', 7);
+    const std::int64_t layer = std::stoll(l.prefix.substr(7, dot - 7));
+    const std::string linear = l.prefix.substr(l.prefix.rfind('.') + 1);
+    if (layer < shard.layer_begin || layer >= shard.layer_end) continue;
+    const model::ParameterEntry& e = mine.params().entry(l.prefix + ".weight");
+    const quant::QuantizedMatrix slice = io::slice_quantized(*l.quantized, io::linear_slice(e, tp_rank, tp_size));
+    mine.block(layer - shard.layer_begin).linear(linear).quantized = quant::QuantizedLinear::prepare(slice, mode);
+  }
+  mine.set_kv_int8(m.quantization.value("kv_int8", false));
+}
+
+}  // namespace
+
 void load_model(const EvalModel& model, train::Engine& engine) {
+  if (model.kind == "quantized") {
+    load_quantized(model, engine);
+    return;
+  }
   if (model.kind == "weights") {
     engine.load_weights(model.path.string());
     return;

@@ -3,6 +3,8 @@
 //
 // PATH may be:
 //   - a whole-model weights file (model.h5, io/weights): kind "weights", its recorded step;
+//   - a loom-quantize output (quantized.h5, io/weights/quantized_weights.h): kind "quantized",
+//     run with the quantized kernels of its linears and its int8 KV cache when it has one;
 //   - a committed checkpoint directory (step-00000300 with index.json): kind "checkpoint";
 //   - a checkpoints directory or a run directory (with checkpoints/ inside): its committed
 //     steps, chosen by `steps`: "latest" (the newest), "all" (every committed step, oldest
@@ -34,6 +36,7 @@ struct EvalModel {
   model::ModelConfig config;
   std::string head = "lm";      // "lm" or "scalar"
   std::filesystem::path tokenizer;  // from the model's training config; empty when unknown
+  nlohmann::json quantization;      // kind "quantized": what loom-quantize did (method, scheme, kv_int8, ...)
 
   nlohmann::json to_json() const;  // {"path", "kind", "step"}
 };

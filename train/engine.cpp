@@ -180,10 +180,16 @@ void Engine::load_weights(const std::string& file) {
   const nlohmann::json metadata = io::load_model_weights(file, whole);
   // A scalar head started from a language model's backbone keeps its init (the file has none).
   const bool fresh_head = metadata.value("head", std::string("lm")) != model::head_kind_name(options_.head);
+  copy_from_whole(whole, fresh_head);
+}
+
+void Engine::load_from(const model::Transformer& whole) { copy_from_whole(whole, false); }
+
+void Engine::copy_from_whole(const model::Transformer& whole, bool keep_score_head) {
   model::ParameterSet& mine = model_->params();
   for (const model::ParameterEntry& e : mine.entries()) {
     if (model::is_lora_parameter(e.name)) continue;  // adapters keep their init: the file is a plain model
-    if (fresh_head && e.name.rfind("score_head.", 0) == 0) continue;
+    if (keep_score_head && e.name.rfind("score_head.", 0) == 0) continue;
     copy_slice(e, shard_, mine.value(e), whole.params().value(e.name), /*to_whole=*/false);
   }
 }

@@ -101,6 +101,8 @@ class Engine {
   void init_weights(std::uint64_t seed);
   // Loads this rank's slice from a whole-model weights file (io/weights), on every rank.
   void load_weights(const std::string& file);
+  // This rank's slice of every parameter from a whole model (same config and head).
+  void load_from(const model::Transformer& whole);
   // The whole model assembled on world rank 0 (nullptr elsewhere), for saving; with LoRA the
   // adapters merged into their weights (a plain model). Collective.
   std::unique_ptr<model::Transformer> gather_whole_model(Backend& backend);
@@ -161,6 +163,9 @@ class Engine {
 
  private:
   void exchange_tied_embedding_grads();
+  // Every parameter's slice from `whole` (LoRA adapters keep their init; keep_score_head: so
+  // does a scalar head the whole model lacks).
+  void copy_from_whole(const model::Transformer& whole, bool keep_score_head);
   void build_norm_ranges();
   // Replicated kv heads (and, with LoRA, the adapters' replicated halves) summed over tp.
   void sum_tp_replicas(const parallel::TpGroup& tp, model::ParameterSet& params);

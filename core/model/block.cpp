@@ -38,8 +38,19 @@ void TransformerBlock::forward(Backend& backend, const Tensor& x, LayerActivatio
   attn_norm_.forward(backend, x, a.attn_norm_out, a.attn_norm_mean, a.attn_norm_rstd);
   qkv_forward(backend, a, dropout);
   if (family_ == Family::Llama) backend.rope_forward(a.qkv, shape, rope_);
+  if (kv_int8_) backend.kv_int8_round_trip(a.qkv, shape);
   backend.attention_forward(a.qkv, shape, a.attn_out, a.attn_lse);
   forward_after_attention(backend, x, a, dropout);
+}
+
+Linear& TransformerBlock::linear(const std::string& name) {
+  if (name == "qkv") return qkv_;
+  if (name == "out") return out_;
+  if (name == "up") return up_;
+  if (name == "down") return down_;
+  if (name == "gate" && family_ == Family::Llama) return gate_;
+  throw std::invalid_argument("TransformerBlock::linear: no linear layer '" + name +
+                              "' (expected qkv, out, up, down" + (family_ == Family::Llama ? ", gate)" : ")"));
 }
 
 void TransformerBlock::qkv_forward(Backend& backend, LayerActivations& a, const LoraDropout& dropout) const {
@@ -68,6 +79,7 @@ void TransformerBlock::forward_cached(Backend& backend, const Tensor& x, Tensor&
   attn_norm_.forward(backend, x, a.attn_norm_out, a.attn_norm_mean, a.attn_norm_rstd);
   qkv_forward(backend, a, LoraDropout{});
   if (family_ == Family::Llama) backend.rope_forward(a.qkv, shape, rope_, position);
+  if (kv_int8_) backend.kv_int8_round_trip(a.qkv, shape);
   backend.attention_cached_forward(a.qkv, shape, position, k_cache, v_cache, a.attn_out);
   forward_after_attention(backend, x, a);
 }
@@ -76,7 +88,7 @@ void TransformerBlock::forward_after_attention(Backend& backend, const Tensor& x
                                                const LoraDropout& dropout) const {
   // The projection lands straight in residual_mid and the residual is added on top: one
   // buffer, no copy of x. Row-parallel adapters add their partial update before the tp sum.
-  backend.linear_forward(a.attn_out, out_.weight, tp_.rank == 0 ? out_.bias : Tensor(), a.residual_mid);
+  out_.forward(backend, a.attn_out, a.residual_mid, tp_.rank == 0);
   lora_forward(backend, LoraTarget::Out, a.attn_out, a.residual_mid, a, dropout);
   parallel::ReduceFromTp::forward(tp_, a.residual_mid);
   backend.add_inplace(a.residual_mid, x);
@@ -91,7 +103,7 @@ void TransformerBlock::forward_after_attention(Backend& backend, const Tensor& x
     lora_forward(backend, LoraTarget::Gate, a.mlp_norm_out, a.mlp_gate, a, dropout);
     backend.swiglu_forward(a.mlp_gate, a.mlp_up, a.mlp_act);
   }
-  backend.linear_forward(a.mlp_act, down_.weight, tp_.rank == 0 ? down_.bias : Tensor(), a.output);
+  down_.forward(backend, a.mlp_act, a.output, tp_.rank == 0);
   lora_forward(backend, LoraTarget::Down, a.mlp_act, a.output, a, dropout);
   parallel::ReduceFromTp::forward(tp_, a.output);
   backend.add_inplace(a.output, a.residual_mid);

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/backend.h"
 #include "core/model/activations.h"
@@ -39,6 +40,16 @@ class TransformerBlock {
     tp_ = tp;
     for (LoraAdapter& adapter : lora_) adapter.set_tp_rank(tp.rank);
   }
+
+  // A loom-quantize model's parts: the linear layers by name ("qkv", "out", "gate", "up",
+  // "down"; gate exists for Llama only), whose `quantized` kernel the loader sets, and the
+  // int8 KV cache numerics (keys and values rounded through int8 per token and head before
+  // attention, in forward and forward_cached alike). Forward only.
+  Linear& linear(const std::string& name);
+  Norm& attn_norm() { return attn_norm_; }
+  Norm& mlp_norm() { return mlp_norm_; }
+  void set_kv_int8(bool on) { kv_int8_ = on; }
+  bool kv_int8() const { return kv_int8_; }
 
   // Reads x [B, T, C]; fills every field of `acts` (acts.output is the block output).
   // `dropout` drops the LoRA adapters' inputs (training); backward must get the same value.
@@ -78,6 +89,7 @@ class TransformerBlock {
   Norm attn_norm_, mlp_norm_;
   Linear qkv_, out_, gate_, up_, down_;  // gate_ unbound for GPT-2
   LoraAdapter lora_[kLoraTargets];       // indexed by LoraTarget; undefined where none
+  bool kv_int8_ = false;
 };
 
 }  // namespace loom::model

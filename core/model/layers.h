@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/backend.h"
@@ -24,7 +25,19 @@ struct Linear {
   // Binds `<prefix>.weight` and, when the set has it, `<prefix>.bias`.
   static Linear bind(const ParameterSet& params, const std::string& prefix);
 
-  void forward(Backend& backend, const Tensor& x, Tensor& y) const { backend.linear_forward(x, weight, bias, y); }
+  // Set by a loom-quantize model: the forward runs the quantized kernel instead of `weight`
+  // (which then holds the dequantized values, for inspection and gathering only).
+  std::shared_ptr<const quant::QuantizedLinear> quantized;
+
+  // y = x·Wᵀ (+ bias unless with_bias is false: a row-parallel slice adds it on tp rank 0 only).
+  void forward(Backend& backend, const Tensor& x, Tensor& y, bool with_bias = true) const {
+    const Tensor b = with_bias ? bias : Tensor();
+    if (quantized) {
+      backend.quantized_linear_forward(x, *quantized, b, y);
+    } else {
+      backend.linear_forward(x, weight, b, y);
+    }
+  }
   // dx += dy·W (dx may be undefined); weight/bias gradients accumulate.
   void backward(Backend& backend, const Tensor& dy, const Tensor& x, Tensor& dx) {
     backend.linear_backward(dy, x, weight, dx, dweight, dbias);

@@ -232,6 +232,30 @@ const Tensor& Transformer::blocks_forward(const Tensor& hidden_in, int slot) {
   return *x;
 }
 
+const LayerActivations& Transformer::layer_forward(std::int64_t index, const Tensor& x, int slot) {
+  TransformerBlock& b = block(index);
+  if (x.ndim() != 3 || x.dim(2) != dims_.d_model) {
+    throw std::invalid_argument("Transformer::layer_forward: hidden state must be [B, T, " +
+                                std::to_string(dims_.d_model) + "], got " + x.describe());
+  }
+  SlotActivations& s = slot_for(slot, x.dim(0), x.dim(1));
+  LayerActivations& acts = s.layers[static_cast<std::size_t>(index)];
+  b.forward(backend_, x, acts);
+  return acts;
+}
+
+TransformerBlock& Transformer::block(std::int64_t index) {
+  if (index < 0 || index >= static_cast<std::int64_t>(blocks_.size())) {
+    throw std::out_of_range("Transformer::block: layer " + std::to_string(index) + " outside the " +
+                            std::to_string(blocks_.size()) + " layers of this stage");
+  }
+  return blocks_[static_cast<std::size_t>(index)];
+}
+
+void Transformer::set_kv_int8(bool on) {
+  for (TransformerBlock& b : blocks_) b.set_kv_int8(on);
+}
+
 const Tensor& Transformer::blocks_backward(const Tensor& dhidden_out, int slot) {
   SlotActivations& s = planned_slot(slot, "blocks_backward");
   if (dhidden_out.numel() != s.batch * s.seq * dims_.d_model) {

@@ -150,6 +150,17 @@ class Transformer {
   // [B, T, V], all-gathered over tp when the head is vocab-parallel.
   const Tensor& decode_head(const Tensor& hidden);
 
+  // ---- layer by layer (post-training quantization, compress/) ---------------------------
+  // Owned layer `index` (0-based within this stage) over x [B, T, C] on `slot`; returns its
+  // saved activations, the inputs of every linear layer included (attn_norm_out, attn_out,
+  // mlp_norm_out, mlp_act) and the layer output. x must not be a field of that layer's
+  // activations on the same slot.
+  const LayerActivations& layer_forward(std::int64_t index, const Tensor& x, int slot = 0);
+  TransformerBlock& block(std::int64_t index);
+  std::int64_t owned_layers() const { return static_cast<std::int64_t>(blocks_.size()); }
+  // The int8 KV cache numerics in every owned layer (TransformerBlock::set_kv_int8).
+  void set_kv_int8(bool on);
+
   // ---- stage steps (pipeline schedules) -------------------------------------------------
   // Embedding lookup (stage with layer 0): returns the hidden state [B, T, C] of the slot.
   const Tensor& embed_forward(const Tensor& ids, int slot = 0);

@@ -420,6 +420,35 @@ void write_safetensors(const fs::path& path, std::span<const SafetensorsTensor> 
   file.commit();
 }
 
+void write_safetensors_raw(const fs::path& path, std::span<const SafetensorsRawTensor> tensors,
+                           const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::uint64_t offset = 0;
+  for (const SafetensorsRawTensor& t : tensors) {
+    if (t.name == "__metadata__" || header.contains(t.name)) {
+      throw std::invalid_argument(path.string() + ": tensor name '" + t.name + "' is reserved or used twice");
+    }
+    const std::uint64_t bytes = static_cast<std::uint64_t>(shape_numel(t.shape)) * st_dtype_size(t.dtype);
+    if (bytes != t.bytes.size()) {
+      throw std::invalid_argument(path.string() + ": tensor '" + t.name + "' (" + st_dtype_name(t.dtype) + " " +
+                                  shape_string(t.shape) + ") needs " + std::to_string(bytes) + " bytes, got " +
+                                  std::to_string(t.bytes.size()));
+    }
+    header[t.name] = {{"dtype", st_dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  const std::uint64_t header_bytes = text.size();
+
+  AtomicFile file(path);
+  file.write(&header_bytes, 8);
+  file.write(text.data(), text.size());
+  for (const SafetensorsRawTensor& t : tensors) file.write(t.bytes.data(), t.bytes.size());
+  file.commit();
+}
+
 void write_file_atomically(const fs::path& path, std::string_view content) {
   AtomicFile file(path);
   file.write(content.data(), content.size());

@@ -97,6 +97,22 @@ struct SafetensorsTensor {
 void write_safetensors(const std::filesystem::path& path, std::span<const SafetensorsTensor> tensors,
                        const std::map<std::string, std::string>& metadata, StDType dtype = StDType::F32);
 
+// A tensor already in its stored form (integer codes, packed words, scales): `bytes` is
+// numel(shape) · st_dtype_size(dtype) little-endian bytes owned by the caller, which keeps them
+// alive during the call. Quantized exports (compress/export) write int8 / int32 / int64 this way.
+struct SafetensorsRawTensor {
+  std::string name;
+  StDType dtype = StDType::F32;
+  Shape shape;
+  std::span<const std::uint8_t> bytes;
+};
+
+// Writes `tensors` in the given order, any dtype, with the string `metadata` (atomically, as
+// write_safetensors). Throws std::invalid_argument naming the tensor when its byte count does not
+// match its shape and dtype or its name is reserved or repeated.
+void write_safetensors_raw(const std::filesystem::path& path, std::span<const SafetensorsRawTensor> tensors,
+                           const std::map<std::string, std::string>& metadata);
+
 // Writes `content` to "<path>.tmp", fsyncs it, renames it over `path` and fsyncs the folder
 // (config.json and index files go through this too).
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);

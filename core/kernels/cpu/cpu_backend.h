@@ -38,6 +38,9 @@ class CpuBackend final : public Backend {
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) override;
   void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                        Tensor& dbias) override;
+  void quantized_linear_forward(const Tensor& x, const quant::QuantizedLinear& w, const Tensor& bias,
+                                Tensor& y) override;
+  void kv_int8_round_trip(Tensor& qkv, const AttentionShape& shape) override;
 
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, std::int64_t row_offset,
                          bool accumulate) override;

@@ -100,6 +100,20 @@ void ProfilingBackend::linear_forward(const Tensor& x, const Tensor& w, const Te
          gemm_flops(leading_rows(x), leading_rows(w), last_dim(x)));
 }
 
+void ProfilingBackend::quantized_linear_forward(const Tensor& x, const quant::QuantizedLinear& w, const Tensor& bias,
+                                                Tensor& y) {
+  const auto t0 = Clock::now();
+  inner_.quantized_linear_forward(x, w, bias, y);
+  record("quantized_linear_forward x" + shape_of(x) + " y" + shape_of(y), t0,
+         gemm_flops(leading_rows(x), last_dim(y), last_dim(x)));
+}
+
+void ProfilingBackend::kv_int8_round_trip(Tensor& qkv, const AttentionShape& shape) {
+  const auto t0 = Clock::now();
+  inner_.kv_int8_round_trip(qkv, shape);
+  record("kv_int8_round_trip qkv" + shape_of(qkv), t0, 0);
+}
+
 void ProfilingBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                                        Tensor& dbias) {
   const std::string shapes = " x" + shape_of(x) + " w" + shape_of(w);
