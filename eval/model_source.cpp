@@ -163,8 +163,13 @@ void load_quantized(const EvalModel& m, train::Engine& engine) {
     const std::string linear = l.prefix.substr(l.prefix.rfind('.') + 1);
     if (layer < shard.layer_begin || layer >= shard.layer_end) continue;
     const model::ParameterEntry& e = mine.params().entry(l.prefix + ".weight");
-    const quant::QuantizedMatrix slice = io::slice_quantized(*l.quantized, io::linear_slice(e, tp_rank, tp_size));
-    mine.block(layer - shard.layer_begin).linear(linear).quantized = quant::QuantizedLinear::prepare(slice, mode);
+    try {
+      const quant::QuantizedMatrix slice = io::slice_quantized(*l.quantized, io::linear_slice(e, tp_rank, tp_size));
+      mine.block(layer - shard.layer_begin).linear(linear).quantized = quant::QuantizedLinear::prepare(slice, mode);
+    } catch (const std::invalid_argument& error) {
+      throw std::runtime_error(m.path.string() + ": " + l.prefix + " under tp " + std::to_string(tp_size) + ": " +
+                               error.what());
+    }
   }
   mine.set_kv_int8(m.quantization.value("kv_int8", false));
 }

@@ -11,7 +11,7 @@ add_test(NAME docs_config_up_to_date
          COMMAND sh -c "$<TARGET_FILE:loom-sft> --help-markdown | diff -u docs/config.md - || { echo 'docs/config.md is stale: run build/bin/loom-sft --help-markdown > docs/config.md'; exit 1; }"
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(docs_config_up_to_date PROPERTIES LABELS unit TIMEOUT 30)
-foreach(trainer rm dpo grpo ppo)
+foreach(trainer rm dpo grpo ppo quantize)
   add_test(NAME docs_config_${trainer}_up_to_date
            COMMAND sh -c "$<TARGET_FILE:loom-${trainer}> --help-markdown | diff -u docs/config-${trainer}.md - || { echo 'docs/config-${trainer}.md is stale: run build/bin/loom-${trainer} --help-markdown > docs/config-${trainer}.md'; exit 1; }"
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
