@@ -152,7 +152,8 @@ int main(int argc, char** argv) {
   CLI::App app{"bench-quant-gemm: quantized linear layers (W8A8, W8A16, W4A16) against f32 sgemm; prints JSON"};
   int threads = 2;
   double seconds = 0.3;
-  app.add_option("--threads", threads, "threads for every kernel (OpenMP and the GEMM library)")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "threads for every kernel (OpenMP and the GEMM library)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--seconds", seconds, "time spent timing each variant on each shape")->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 

@@ -43,7 +43,7 @@ void prepare_weight_only(const QuantizedMatrix& w, QuantizedLinearData& d) {
   d.group_width = w.scheme.group_size == 0 ? w.cols : w.scheme.group_size;
   d.groups = w.groups();
   d.scales = w.scales;
-  d.zeros.assign(w.zeros.begin(), w.zeros.end());
+  d.zeros = w.zeros;
   if (d.bits == 8) {
     d.packed_row_bytes = w.cols;
     d.codes = w.codes;
@@ -132,7 +132,7 @@ ActivationMode QuantizedLinear::mode() const { return data_->mode; }
 std::int64_t QuantizedLinear::bytes() const {
   const QuantizedLinearData& d = *data_;
   return static_cast<std::int64_t>(d.codes.size() + d.scales.size() * sizeof(float) +
-                                   d.zeros.size() * sizeof(std::int32_t) + d.packed.size() +
+                                   d.zeros.size() + d.packed.size() +
                                    d.compensation.size() * sizeof(std::int32_t) + d.row_scales.size() * sizeof(float));
 }
 

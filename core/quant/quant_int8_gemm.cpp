@@ -9,6 +9,7 @@
 // GCC 12 warns about the intrinsics' own _mm512_undefined_* placeholders (GCC bug 105593).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #include <omp.h>
@@ -169,8 +170,9 @@ void row_plain(const QuantizedLinearData& d, const std::uint8_t* a, std::int64_t
 }
 
 // Token rows [m0, m1) against panel p.
-void rows_against_panel(const QuantizedLinearData& d, Isa isa, const std::uint8_t* a, const float* scales_m,
-                        std::int64_t m0, std::int64_t m1, std::int64_t p, const float* bias, float* y) {
+void rows_against_panel(const QuantizedLinearData& d, [[maybe_unused]] Isa isa, const std::uint8_t* a,
+                        const float* scales_m, std::int64_t m0, std::int64_t m1, std::int64_t p, const float* bias,
+                        float* y) {
   const std::int64_t Kp = d.padded_cols(), N = d.rows;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
   if (isa == Isa::Avx512) {

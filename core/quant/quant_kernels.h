@@ -6,7 +6,7 @@
 //   int4: blocks of 32 columns, 16 bytes each; byte j of block b holds column 32b + j in the low
 //         nibble and column 32b + 16 + j in the high one (so one 16-byte load widens into two
 //         consecutive 16-column vectors); the last block is zero-padded. [rows, ceil(cols/32)·16].
-//   scales [rows, groups] f32, zeros [rows, groups] i32; group boundaries are multiples of 32, so
+//   scales [rows, groups] f32, zeros [rows, groups] u8; group boundaries are multiples of 32, so
 //   no 16- or 8-wide vector chunk straddles two groups.
 // W8A8 layout (ActivationMode::Int8): signed weights code − 128 in panels of 64 output rows,
 //   [panels][k4 = ceil(cols/4)][64 rows][4 consecutive columns] bytes (the operand order of
@@ -34,7 +34,7 @@ struct QuantizedLinearData {
   std::int64_t packed_row_bytes = 0;
   std::vector<std::uint8_t> codes;
   std::vector<float> scales;
-  std::vector<std::int32_t> zeros;
+  std::vector<std::uint8_t> zeros;
 
   // W8A8.
   static constexpr std::int64_t kPanelRows = 64;

@@ -1,12 +1,14 @@
 // Weight-only (W8A16, W4A16) kernels: the fused dequantising GEMV for decode-sized batches and
-// the dequantise-panels-then-sgemm path for larger ones. Layout: quant_kernels.h.
+// the dequantise-then-sgemm path for larger ones. Layout: quant_kernels.h.
 //
-// Each ISA walks a row in vector chunks that never straddle a group (groups are multiples of 32
-// columns) and hands each chunk of dequantised weights, scale · (code − zero) rounded once as
-// dequantize_value does, to a consumer that stores it or multiplies it into the tokens.
+// Every path dequantises a weight as dequantize_value does, scale · (code − zero) rounded once,
+// so results differ from x · dequant(W)ᵀ only in summation order. dequantize_rows walks a row
+// group by group in vector chunks (groups are multiples of 32 columns, so no chunk straddles
+// two); the AVX-512 GEMV has its own unrolled loop because it is the decode hot path.
 // GCC 12 warns about the intrinsics' own _mm512_undefined_* placeholders (GCC bug 105593).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #include <omp.h>
@@ -188,7 +190,7 @@ void gemv_row_avx512(const QuantizedLinearData& d, std::int64_t n, const float* 
 
 // One output row for T tokens; T is a template parameter so the accumulators stay in registers.
 template <int T>
-void gemv_row(const QuantizedLinearData& d, Isa isa, std::int64_t n, const float* x, float* sums) {
+void gemv_row(const QuantizedLinearData& d, [[maybe_unused]] Isa isa, std::int64_t n, const float* x, float* sums) {
   const std::int64_t K = d.cols;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   if (isa == Isa::Avx512) {
@@ -229,14 +231,17 @@ void gemv_tokens(const QuantizedLinearData& d, Isa isa, const float* x, const fl
 
 }  // namespace
 
-void dequantize_rows(const QuantizedLinearData& d, Isa isa, std::int64_t r0, std::int64_t r1, float* out) {
+void dequantize_rows(const QuantizedLinearData& d, [[maybe_unused]] Isa isa, std::int64_t r0, std::int64_t r1,
+                     float* out) {
   const std::int64_t K = d.cols;
 #pragma omp parallel for schedule(static)
   for (std::int64_t n = r0; n < r1; ++n) {
     float* dst = out + (n - r0) * K;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
     if (isa == Isa::Avx512) {
-      walk_row_avx512(d, n, [&](std::int64_t c0, __m512 w, __mmask16 mask) { _mm512_mask_storeu_ps(dst + c0, mask, w); });
+      walk_row_avx512(d, n, [&](std::int64_t c0, __m512 w, __mmask16 mask) {
+        _mm512_mask_storeu_ps(dst + c0, mask, w);
+      });
       continue;
     }
 #endif

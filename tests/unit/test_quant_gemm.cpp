@@ -1,9 +1,10 @@
 // Quantized linear layers (core/quant/quant_gemm.h) on every compiled instruction set against
 // reference_forward, over the brief's table: shapes (256→768), (688→256) (a ragged last group),
-// (256→4096), plus (256→688) and (100→37) for partial panels and blocks; tokens 1, 3, 8 (fused GEMV) and 17, 64, 200 (dequantised panels + sgemm); int8/int4,
-// groups 0/32/128, symmetric/asymmetric; with and without bias. The W8A8 reference itself is
-// checked on a hand-worked example (round-half-even ties, a zero row), and the int8 KV cache on
-// its error bound and on fake-quantisation matching the real round trip bit for bit.
+// (256→4096), plus (256→688) and (100→37) for partial panels and blocks; tokens 1, 3, 8 (fused
+// GEMV) and 17, 64, 200 (dequantise + sgemm); int8/int4, groups 0/32/128, symmetric and
+// asymmetric; with and without bias. The W8A8 reference itself is checked on a hand-worked
+// example (round-half-even ties, a zero row), and the int8 KV cache on its error bound and on
+// fake quantisation matching the real round trip bit for bit.
 #define BOOST_TEST_MODULE quant_gemm
 #include <boost/test/unit_test.hpp>
 
@@ -196,7 +197,8 @@ BOOST_AUTO_TEST_CASE(int8_activations_reject_unsupported_weights) {
   BOOST_TEST(message_of({8, 32, true}).find("group_size 32") != std::string::npos, message_of({8, 32, true}));
   // Weight-only takes all three.
   for (const Scheme& s : {Scheme{4, 0, true}, Scheme{8, 0, false}, Scheme{8, 32, true}})
-    BOOST_CHECK_NO_THROW(QuantizedLinear::prepare(loom::quant::quantize_rtn(w.data(), 64, 96, s), ActivationMode::Float));
+    BOOST_CHECK_NO_THROW(
+        QuantizedLinear::prepare(loom::quant::quantize_rtn(w.data(), 64, 96, s), ActivationMode::Float));
   QuantizedMatrix truncated = loom::quant::quantize_rtn(w.data(), 64, 96, Scheme{8, 0, true});
   truncated.codes.pop_back();
   BOOST_CHECK_THROW(QuantizedLinear::prepare(truncated, ActivationMode::Float), std::invalid_argument);
@@ -207,9 +209,9 @@ BOOST_AUTO_TEST_CASE(prepared_bytes) {
   const auto bytes_of = [&](const Scheme& s, ActivationMode mode) {
     return QuantizedLinear::prepare(loom::quant::quantize_rtn(w.data(), 256, 688, s), mode)->bytes();
   };
-  // int4: ceil(688 / 32) = 22 blocks of 16 bytes per row; scales f32 + zeros i32 per group.
-  BOOST_TEST(bytes_of({4, 128, true}, ActivationMode::Float) == 256 * (22 * 16 + 6 * 8));
-  BOOST_TEST(bytes_of({8, 32, false}, ActivationMode::Float) == 256 * (688 + 22 * 8));
+  // int4: ceil(688 / 32) = 22 blocks of 16 bytes per row; a f32 scale and a u8 zero per group.
+  BOOST_TEST(bytes_of({4, 128, true}, ActivationMode::Float) == 256 * (22 * 16 + 6 * 5));
+  BOOST_TEST(bytes_of({8, 32, false}, ActivationMode::Float) == 256 * (688 + 22 * 5));
   // W8A8: 4 panels of 64 rows × 688 columns, compensation and scale per row.
   BOOST_TEST(bytes_of({8, 0, true}, ActivationMode::Int8) == 256 * 688 + 256 * 8);
 }
