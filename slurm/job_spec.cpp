@@ -143,6 +143,12 @@ class JobReader {
         reader_.fail(item, where + ": run_dir is the job's top-level run_dir key (" + in_quotes(job.run_dir) +
                                "); set it there, not as an override");
       }
+      // loom-quantize prefers out= to run_dir=, which would move quantized.h5 away from where
+      // {{stage.NAME.model}} points.
+      if (key == "out" && job.kind == JobTemplate::quantize) {
+        reader_.fail(item, where + ": a quantize job writes quantized.h5 to its run_dir (passed as run_dir=); set the "
+                               "top-level run_dir key instead of out");
+      }
       if (key != "run_dir") job.overrides.emplace_back(key, value);
     }
   }

@@ -31,8 +31,9 @@ struct StageOutline {
   fs::path file;         // the file its body is in
   YAML::Node body;       // the job's map
   YAML::Node entry;      // the stage entry in the pipeline file
-  std::string run_dir;   // as written
-  std::string workdir;   // as written
+  std::string run_dir;       // as written
+  std::string workdir;       // as written
+  std::string job_template;  // as written: which file {{stage.NAME.model}} names
   std::vector<std::string> after;
   std::set<std::string> ancestors;  // every stage it runs after, directly or not
 };
@@ -55,6 +56,7 @@ StageOutline outline(const YamlReader& reader, const YAML::Node& entry, std::siz
   }
   stage.name = scalar_or_empty(stage.body["name"]);
   stage.run_dir = scalar_or_empty(stage.body["run_dir"]);
+  stage.job_template = scalar_or_empty(stage.body["template"]);
   stage.workdir = stage.body["workdir"] ? scalar_or_empty(stage.body["workdir"]) : ".";
   for (const StageOutline& other : earlier) {
     if (!stage.name.empty() && other.name == stage.name) {
@@ -77,6 +79,12 @@ StageOutline outline(const YamlReader& reader, const YAML::Node& entry, std::siz
     stage.ancestors.insert(found->ancestors.begin(), found->ancestors.end());
   }
   return stage;
+}
+
+// The model file a stage leaves in its run directory: loom-quantize writes quantized.h5 there
+// (run_dir= is its output directory), the trainers model.h5.
+std::string model_file(const std::string& job_template) {
+  return job_template == template_name(JobTemplate::quantize) ? "quantized.h5" : "model.h5";
 }
 
 // {{stage.NAME.run_dir}} / {{stage.NAME.model}} for a stage whose ancestors are `stage.ancestors`.
@@ -102,7 +110,7 @@ std::string resolve_reference(const std::string& reference, const StageOutline& 
   if (absolute_path(found->workdir) != absolute_path(stage.workdir)) {
     run_dir = absolute_path(absolute_path(found->workdir) / found->run_dir);
   }
-  return output == "model" ? (run_dir / "model.h5").string() : run_dir.string();
+  return output == "model" ? (run_dir / model_file(found->job_template)).string() : run_dir.string();
 }
 
 void write_file(const fs::path& path, const std::string& text) {

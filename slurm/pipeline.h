@@ -2,7 +2,8 @@
 // `stages`, each an inline job body (slurm/job_spec.h) or `job: FILE`, with `after: [names]`
 // (default: the stage before; `after: []` for none). A stage may name an earlier stage's
 // outputs in its config, overrides, eval.model and eval.baseline values:
-// {{stage.NAME.run_dir}} and {{stage.NAME.model}} (= run_dir/model.h5), resolved at render
+// {{stage.NAME.run_dir}} and {{stage.NAME.model}} (= run_dir/model.h5, or run_dir/quantized.h5
+// for a quantize stage: loom-quantize's output directory is run_dir), resolved at render
 // time since every run directory is known up front — only for stages it runs after
 // (directly or through others), so the output exists when it starts.
 //

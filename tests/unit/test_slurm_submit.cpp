@@ -225,6 +225,17 @@ BOOST_AUTO_TEST_CASE(pipeline_references_must_point_at_earlier_stages_it_runs_af
   BOOST_TEST(error_of(a + "  - {name: b, template: eval, run_dir: r/b, eval: {model: \"{{stage.a.weights}}\", "
                           "tasks: [t]}}\n") ==
              ":4: eval.model: {{stage.a.weights}}: a stage's outputs are run_dir and model, not weights");
+  // A quantize stage's model is the quantized.h5 that loom-quantize writes to its run_dir.
+  write_file(scratch / "q.yaml", a + "  - {name: q, template: quantize, run_dir: r/q, overrides: [\"model={{stage.a.model}}\"]}\n"
+                                     "  - {name: e, template: eval, run_dir: r/e, eval: {model: \"{{stage.q.model}}\", tasks: [t]}}\n"
+                                     "  - {name: f, template: eval, after: [q], workdir: /elsewhere, run_dir: r/f,\n"
+                                     "     eval: {model: \"{{stage.q.model}}\", tasks: [t], out: \"{{stage.q.run_dir}}/f\"}}\n");
+  const Pipeline quantized = load_pipeline(scratch / "q.yaml");
+  BOOST_TEST(quantized.stages[1].job.overrides.at(0).second == "r/a/model.h5");
+  BOOST_TEST(quantized.stages[2].job.eval.model == "r/q/quantized.h5");
+  BOOST_TEST(quantized.stages[3].job.eval.model == (fs::current_path() / "r/q/quantized.h5").string());
+  BOOST_TEST(render_job(quantized.stages[1].job).script.find(
+                 "\nrun_step \"$LOOM_BIN\"/'loom-quantize' 'run_dir=r/q' 'model=r/a/model.h5'\n") != std::string::npos);
   BOOST_TEST(error_of(a + "  - {name: b, template: eval, after: [c], run_dir: r/b, eval: {model: m, tasks: [t]}}\n") ==
              ":4: stages[1].after[0]: no earlier stage is named \"c\" (stages run after stages listed before them)");
   BOOST_TEST(error_of(a + "  - {name: a, template: eval, run_dir: r/b, eval: {model: m, tasks: [t]}}\n") ==
@@ -246,7 +257,12 @@ BOOST_AUTO_TEST_CASE(example_configs_render) {
   BOOST_TEST(tiny.stages.size() == 3u);
   BOOST_TEST(tiny.stages[1].job.eval.model == "runs/slurm/tiny-sft/model.h5");
   const Pipeline wordnet = load_pipeline("configs/slurm/wordnet-pipeline.yaml");
-  BOOST_TEST(wordnet.stages.size() == 4u);
+  BOOST_TEST(wordnet.stages.size() == 6u);
   BOOST_TEST(wordnet.stages[3].after == (std::vector<std::string>{"wordnet-rm", "wordnet-dpo"}));
+  // SFT → RM → DPO → eval → quantize (the DPO model) → eval of quantized.h5.
+  BOOST_TEST(wordnet.stages[4].job.kind == JobTemplate::quantize);
+  BOOST_TEST(wordnet.stages[4].after == (std::vector<std::string>{"wordnet-eval"}));
+  BOOST_TEST(wordnet.stages[4].job.overrides.at(0).second == "runs/slurm/wordnet-dpo/model.h5");
+  BOOST_TEST(wordnet.stages[5].job.eval.model == "runs/slurm/wordnet-quantize/quantized.h5");
   BOOST_TEST(wordnet.default_state_path() == fs::current_path() / "runs/slurm/pipeline-wordnet.json");
 }

@@ -118,6 +118,13 @@ BOOST_AUTO_TEST_CASE(numbers_names_programs_and_cross_checks) {
   BOOST_TEST(error_of("run_dir: runs/tiny-sft\n", "run_dir: runs/tiny-sft\noverrides: [\"x={{stage.a.model}}\"]\n")
                  .find("job.yaml:6: overrides[0]: stage references like {{stage.NAME.run_dir}} work only in pipeline") ==
              0);
+  // out= would take quantized.h5 away from run_dir, where {{stage.NAME.model}} of a quantize stage points.
+  BOOST_TEST(error_of("template: train\nprogram: loom-sft\n", "template: quantize\n").empty());
+  BOOST_TEST(error_of("template: train\nprogram: loom-sft\n",
+                      "template: quantize\noverrides: [model=runs/x/model.h5, out=runs/elsewhere]\n") ==
+             "job.yaml:3: overrides[1]: a quantize job writes quantized.h5 to its run_dir (passed as run_dir=); set "
+             "the top-level run_dir key instead of out");
+  BOOST_TEST(error_of("run_dir: runs/tiny-sft\n", "run_dir: runs/tiny-sft\noverrides: [out=runs/o]\n").empty());
   BOOST_TEST(error_of("run_dir: runs/tiny-sft\n", "run_dir: runs/tiny-sft\neval: {model: x}\n") ==
              "job.yaml:6: eval: only the eval and eval-array templates read it, this job's template is train");
   BOOST_TEST(error_of("config: configs/tiny-wordnet-sft.yaml", "config: \"a\\tb\"")
