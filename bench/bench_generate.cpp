@@ -13,6 +13,11 @@
 //                          sequence, whatever the batch
 //   decode_ms_per_token    1000 / decode_tokens_per_s
 // The decode time includes sampling and, under mpirun, every tp/pp transfer.
+// --kv-int8 turns on the int8 KV cache (core/model/kv_cache.h: int8 codes plus one f32 scale
+// per token and head, and the matching attention numerics); every row then also reports
+//   kv_cache_bytes         the cache world rank 0's shard allocates for that batch
+//                          (B sequences of prompt_len + new_tokens positions)
+// so a run with and one without the flag compare the cache size and decode tokens/s.
 // Threads: 1 per rank by default. A decode step's GEMMs are one row per sequence (GEMVs,
 // memory-bound and too small to split), and on a shared 2-core machine a second OpenMP
 // thread that has to wait for a core makes every op's barrier slow (measured: 200 ms a step
@@ -53,6 +58,7 @@ struct Options {
   float temperature = 0.0f;
   std::int64_t top_k = 0;
   std::uint64_t seed = 1234;
+  bool kv_int8 = false;
 };
 
 model::ModelConfig tiny_brown() {
@@ -106,6 +112,7 @@ nlohmann::ordered_json measure(train::Engine& engine, const Options& o, std::int
   row["decode_tokens_per_s"] = decode_tps;
   row["decode_ms_per_step"] = steps > 0 ? 1000.0 * decode_s / steps : 0.0;
   row["decode_ms_per_token"] = decode_tps > 0 ? 1000.0 / decode_tps : 0.0;
+  row["kv_cache_bytes"] = engine.model().make_kv_cache(batch, o.prompt_len + o.new_tokens).bytes();
   return row;
 }
 
@@ -124,6 +131,7 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--tp", o.tp, "tensor-parallel ranks")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--pp", o.pp, "pipeline stages")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--seed", o.seed, "seed of the weights, prompts and sampler")->capture_default_str();
+  app.add_flag("--kv-int8", o.kv_int8, "int8 KV cache (one f32 scale per token and head) instead of f32");
 }
 
 }  // namespace
@@ -164,6 +172,7 @@ int main(int argc, char** argv) {
 
   try {
     engine->init_weights(o.seed);
+    engine->model().set_kv_int8(o.kv_int8);
     nlohmann::ordered_json rows = nlohmann::ordered_json::array();
     for (std::int64_t batch : o.batches) rows.push_back(measure(*engine, o, batch));
     if (engine->leader()) {
@@ -183,14 +192,17 @@ int main(int argc, char** argv) {
       out["temperature"] = o.temperature;
       out["top_k"] = o.top_k;
       out["repeats"] = o.repeats;
+      out["kv_cache"] = o.kv_int8 ? "int8" : "f32";
       out["results"] = rows;
       std::cout << out.dump(2) << std::endl;
-      std::fprintf(stderr, "%6s %14s %14s %12s %12s\n", "batch", "prefill tok/s", "decode tok/s", "ms/step",
-                   "ms/token");
+      std::fprintf(stderr, "%6s %14s %14s %12s %12s %14s\n", "batch", "prefill tok/s", "decode tok/s", "ms/step",
+                   "ms/token", o.kv_int8 ? "int8 KV bytes" : "f32 KV bytes");
       for (const auto& row : rows) {
-        std::fprintf(stderr, "%6lld %14.0f %14.0f %12.3f %12.3f\n", static_cast<long long>(row["batch"].get<std::int64_t>()),
+        std::fprintf(stderr, "%6lld %14.0f %14.0f %12.3f %12.3f %14lld\n",
+                     static_cast<long long>(row["batch"].get<std::int64_t>()),
                      row["prefill_tokens_per_s"].get<double>(), row["decode_tokens_per_s"].get<double>(),
-                     row["decode_ms_per_step"].get<double>(), row["decode_ms_per_token"].get<double>());
+                     row["decode_ms_per_step"].get<double>(), row["decode_ms_per_token"].get<double>(),
+                     static_cast<long long>(row["kv_cache_bytes"].get<std::int64_t>()));
       }
     }
   } catch (const std::exception& error) {

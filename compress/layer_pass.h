@@ -14,8 +14,12 @@
 //   4. the layer's weights now hold the dequantized or pruned values, and the layer runs
 //      again so its outputs, computed with the compressed weights, feed the next layer.
 //
-// The result is bit-identical whatever the dp split, and for tp when slices are multiples of
-// the block and group sizes (checked; std::invalid_argument names the layer otherwise).
+// The result is bit-identical whatever the dp split. Under tp the compression of a slice is
+// exact (the methods give a split layer the bits of the whole one for the same statistics,
+// when slices are multiples of the block and group sizes), but the layer's forward sums the
+// row-parallel partial products over the ranks, so the calibration activations — and with
+// them GPTQ's and SparseGPT's weight updates — differ from one process in the last bits;
+// Wanda's and magnitude's masks do not move.
 //
 // Ranks: every method is collective over the engine's world (tp and dp groups). pp must be 1.
 // Threads: the MPI thread.

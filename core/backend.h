@@ -163,6 +163,17 @@ class Backend {
   // Cache rows [0, position) must hold the earlier tokens; position + T <= capacity.
   virtual void attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
                                         Tensor& k_cache, Tensor& v_cache, Tensor& out) = 0;
+  // The same over an int8 cache (core/model/kv_cache.h): k_cache/v_cache [B, Hkv, capacity, D]
+  // int8 with k_scales/v_scales [B, Hkv, capacity] f32. qkv's key/value rows are NOT rounded
+  // beforehand: the op quantizes them (core/quant/kv_int8.h quantize_kv) into the cache and
+  // reads every cached row as scale · q, so out is bit for bit attention_cached_forward's on
+  // an f32 cache after kv_int8_round_trip.
+  virtual void attention_cached_int8_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
+                                             Tensor& k_cache, Tensor& v_cache, Tensor& k_scales, Tensor& v_scales,
+                                             Tensor& out) {
+    (void)qkv, (void)shape, (void)position, (void)k_cache, (void)v_cache, (void)k_scales, (void)v_scales, (void)out;
+    throw std::logic_error(name() + " backend: no int8 KV cache");
+  }
 
   // ---- softmax cross-entropy over logits [N, V] with targets [N] (target < 0: ignored).
   // losses[N] f32 gets -log softmax(logits)[target] (0 for ignored rows).

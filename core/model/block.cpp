@@ -73,14 +73,26 @@ void TransformerBlock::lora_backward(Backend& backend, LoraTarget target, const 
   }
 }
 
-void TransformerBlock::forward_cached(Backend& backend, const Tensor& x, Tensor& k_cache, Tensor& v_cache,
+void TransformerBlock::forward_cached(Backend& backend, const Tensor& x, KvCache& cache, std::int64_t layer,
                                       std::int64_t position, LayerActivations& a) const {
   const AttentionShape shape = attention_shape(x.dim(0), x.dim(1));
   attn_norm_.forward(backend, x, a.attn_norm_out, a.attn_norm_mean, a.attn_norm_rstd);
   qkv_forward(backend, a, LoraDropout{});
   if (family_ == Family::Llama) backend.rope_forward(a.qkv, shape, rope_, position);
-  if (kv_int8_) backend.kv_int8_round_trip(a.qkv, shape);
-  backend.attention_cached_forward(a.qkv, shape, position, k_cache, v_cache, a.attn_out);
+  if (cache.int8()) {
+    if (!kv_int8_) {
+      throw std::invalid_argument("TransformerBlock::forward_cached: layer " + std::to_string(layer) +
+                                  " got an int8 KV cache but its kv_int8 numerics are off; make the cache with "
+                                  "Transformer::make_kv_cache after set_kv_int8, or use an f32 cache");
+    }
+    // No round trip here: the kernel quantizes the unrounded rows with the same function the
+    // round trip uses, so the cache decodes to exactly the round-tripped values.
+    backend.attention_cached_int8_forward(a.qkv, shape, position, cache.k(layer), cache.v(layer),
+                                          cache.k_scales(layer), cache.v_scales(layer), a.attn_out);
+  } else {
+    if (kv_int8_) backend.kv_int8_round_trip(a.qkv, shape);
+    backend.attention_cached_forward(a.qkv, shape, position, cache.k(layer), cache.v(layer), a.attn_out);
+  }
   forward_after_attention(backend, x, a);
 }
 

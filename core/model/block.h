@@ -21,6 +21,7 @@
 
 #include "core/backend.h"
 #include "core/model/activations.h"
+#include "core/model/kv_cache.h"
 #include "core/model/layers.h"
 #include "core/model/model_config.h"
 #include "core/model/parameter_set.h"
@@ -56,11 +57,13 @@ class TransformerBlock {
   void forward(Backend& backend, const Tensor& x, LayerActivations& acts, const LoraDropout& dropout = {}) const;
 
   // Generation (forward only): x [B, T, C] holds T new tokens per sequence at positions
-  // [position, position + T). Their k/v are appended to k_cache/v_cache [B, Hkv, capacity, D]
-  // (this rank's kv heads; which must hold positions [0, position) already) and every query
-  // attends to the cache up to its own position. Fills acts like forward, except attn_lse;
-  // under tensor parallelism the same two all-reduces as forward.
-  void forward_cached(Backend& backend, const Tensor& x, Tensor& k_cache, Tensor& v_cache, std::int64_t position,
+  // [position, position + T). Their k/v are appended to layer `layer` of the cache (this
+  // rank's kv heads; it must hold positions [0, position) already) and every query attends
+  // to the cache up to its own position. Fills acts like forward, except attn_lse (and, with
+  // an int8 cache, acts.qkv keeps its k/v rows unrounded: the cache holds the rounded ones);
+  // under tensor parallelism the same two all-reduces as forward. An f32 cache under
+  // kv_int8 gets the round-tripped rows; an int8 cache needs kv_int8 on.
+  void forward_cached(Backend& backend, const Tensor& x, KvCache& cache, std::int64_t layer, std::int64_t position,
                       LayerActivations& acts) const;
 
   // On entry ws.d_residual holds ∂L/∂output; on exit it holds ∂L/∂x. Parameter gradients

@@ -5,8 +5,8 @@
 
 namespace loom::model {
 
-KvCache::KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacity, Device device)
-    : batch_(batch), capacity_(capacity) {
+KvCache::KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacity, Device device, KvCacheKind kind)
+    : kind_(kind), batch_(batch), capacity_(capacity) {
   if (batch <= 0 || capacity <= 0) {
     throw std::invalid_argument("KvCache: batch and capacity must be positive, got batch " + std::to_string(batch) +
                                 ", capacity " + std::to_string(capacity));
@@ -15,9 +15,15 @@ KvCache::KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacit
     throw std::invalid_argument("KvCache: only CPU caches are supported so far");
   }
   const Shape shape{batch, dims.kv_heads, capacity, dims.head_dim};
+  const Shape scale_shape{batch, dims.kv_heads, capacity};
+  const DType dtype = int8() ? DType::I8 : DType::F32;
   for (std::int64_t layer = 0; layer < dims.layers; ++layer) {
-    k_.push_back(Tensor::zeros(shape, DType::F32));
-    v_.push_back(Tensor::zeros(shape, DType::F32));
+    k_.push_back(Tensor::zeros(shape, dtype));
+    v_.push_back(Tensor::zeros(shape, dtype));
+    if (int8()) {
+      k_scales_.push_back(Tensor::zeros(scale_shape, DType::F32));
+      v_scales_.push_back(Tensor::zeros(scale_shape, DType::F32));
+    }
   }
 }
 
@@ -29,24 +35,33 @@ void KvCache::set_length(std::int64_t length) {
   length_ = length;
 }
 
-Tensor& KvCache::k(std::int64_t layer) {
+Tensor& KvCache::layer_tensor(std::vector<Tensor>& tensors, const char* name, std::int64_t layer) {
   if (layer < 0 || layer >= layers()) {
-    throw std::out_of_range("KvCache::k: layer " + std::to_string(layer) + " of " + std::to_string(layers()));
+    throw std::out_of_range(std::string("KvCache::") + name + ": layer " + std::to_string(layer) + " of " +
+                            std::to_string(layers()));
   }
-  return k_[static_cast<std::size_t>(layer)];
+  return tensors[static_cast<std::size_t>(layer)];
 }
 
-Tensor& KvCache::v(std::int64_t layer) {
-  if (layer < 0 || layer >= layers()) {
-    throw std::out_of_range("KvCache::v: layer " + std::to_string(layer) + " of " + std::to_string(layers()));
-  }
-  return v_[static_cast<std::size_t>(layer)];
+Tensor& KvCache::k(std::int64_t layer) { return layer_tensor(k_, "k", layer); }
+
+Tensor& KvCache::v(std::int64_t layer) { return layer_tensor(v_, "v", layer); }
+
+Tensor& KvCache::k_scales(std::int64_t layer) {
+  if (!int8()) throw std::logic_error("KvCache::k_scales: an f32 cache has no scales (only the int8 kind does)");
+  return layer_tensor(k_scales_, "k_scales", layer);
+}
+
+Tensor& KvCache::v_scales(std::int64_t layer) {
+  if (!int8()) throw std::logic_error("KvCache::v_scales: an f32 cache has no scales (only the int8 kind does)");
+  return layer_tensor(v_scales_, "v_scales", layer);
 }
 
 std::int64_t KvCache::bytes() const {
   std::int64_t total = 0;
-  for (const Tensor& t : k_) total += static_cast<std::int64_t>(t.nbytes());
-  for (const Tensor& t : v_) total += static_cast<std::int64_t>(t.nbytes());
+  for (const auto* tensors : {&k_, &v_, &k_scales_, &v_scales_}) {
+    for (const Tensor& t : *tensors) total += static_cast<std::int64_t>(t.nbytes());
+  }
   return total;
 }
 

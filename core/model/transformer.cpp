@@ -430,7 +430,8 @@ KvCache Transformer::make_kv_cache(std::int64_t batch, std::int64_t capacity) co
     throw std::invalid_argument("Transformer::make_kv_cache: capacity " + std::to_string(capacity) +
                                 " exceeds max_seq_len " + std::to_string(config_.max_seq_len));
   }
-  return KvCache(dims_, batch, capacity, backend_.device());
+  const bool int8 = !blocks_.empty() && blocks_.front().kv_int8();
+  return KvCache(dims_, batch, capacity, backend_.device(), int8 ? KvCacheKind::Int8 : KvCacheKind::F32);
 }
 
 const Tensor& Transformer::forward_decode(const Tensor& ids, KvCache& cache, std::int64_t start_pos) {
@@ -499,7 +500,7 @@ const Tensor& Transformer::decode_blocks(const Tensor& hidden_in, KvCache& cache
   const Tensor* x = &s.input;
   for (std::size_t i = 0; i < blocks_.size(); ++i) {
     const auto layer = static_cast<std::int64_t>(i);
-    blocks_[i].forward_cached(backend_, *x, cache.k(layer), cache.v(layer), start_pos, s.layers[i]);
+    blocks_[i].forward_cached(backend_, *x, cache, layer, start_pos, s.layers[i]);
     x = &s.layers[i].output;
   }
   cache.set_length(end);

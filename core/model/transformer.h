@@ -126,7 +126,7 @@ class Transformer {
 
   // ---- generation (LM head; forward only) ----------------------------------------------
   // An empty cache of this stage's layers for `batch` sequences of up to `capacity`
-  // positions (<= max_seq_len).
+  // positions (<= max_seq_len): int8 (KvCacheKind::Int8) when set_kv_int8 is on, else f32.
   KvCache make_kv_cache(std::int64_t batch, std::int64_t capacity) const;
   // Single stage (any tp_size): ids [B, T] i32 are the tokens at positions
   // [start_pos, start_pos + T) of each sequence; the cache must hold positions [0, start_pos)

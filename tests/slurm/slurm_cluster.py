@@ -126,11 +126,30 @@ def describe(job_id):
     return "\n".join(out)
 
 
+_released = {}  # (job id, restarts) → when its begin time was first moved
+
+
 def release_begin_time(record):
-    """A requeued job waits with Reason=BeginTime; start it now, as the test cannot wait minutes."""
-    if record.get("JobState") == "PENDING" and record.get("Reason") == "BeginTime":
-        subprocess.run(["scontrol", "update", f"JobId={record['JobId']}", "StartTime=now"], capture_output=True,
-                       timeout=30)
+    """A requeued job waits with Reason=BeginTime; start it in 2 s, as the test cannot wait minutes.
+
+    Not at once: slurmd revoked the old incarnation's credential at the requeue and, comparing
+    in whole seconds, refuses a credential issued in that same second ("Killing non-startable
+    batch JobId=N: Job credential revoked", the job FAILED with 1:0). Once those 2 s have
+    passed, a job still waiting is set to start now, which also wakes the scheduler (else it
+    may wait for its next periodic pass, up to a minute).
+    """
+    if record.get("JobState") != "PENDING" or record.get("Reason") != "BeginTime":
+        return
+    incarnation = (record["JobId"], record.get("Restarts"))
+    if incarnation not in _released:
+        _released[incarnation] = time.monotonic()
+        start = "now+2"
+    elif time.monotonic() - _released[incarnation] > 2.5:
+        start = "now"
+    else:
+        return
+    subprocess.run(["scontrol", "update", f"JobId={record['JobId']}", f"StartTime={start}"], capture_output=True,
+                   timeout=30)
 
 
 def wait_terminal(job_id, timeout=300):

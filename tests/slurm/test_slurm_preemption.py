@@ -6,7 +6,7 @@ every 5, 2 tasks under `srun --mpi=pmix`) is submitted with loom-submit's train 
 its run_dir holds a committed checkpoint, `scancel --signal=USR1 --batch` plays the
 preemption warning: the batch shell forwards USR1 to the ranks, they checkpoint at the next
 step and exit 75, and the script requeues the job. The requeued job (Restarts=1; it waits with
-Reason=BeginTime, which the test lifts with `scontrol update StartTime=now`) resumes from the
+Reason=BeginTime, which the test lifts with `scontrol update StartTime=now+2`) resumes from the
 newest checkpoint and finishes. Its model.h5 must equal, tensor by tensor and bit for bit, that
 of the same run without Slurm (mpirun -np 2) and without a signal.
 

@@ -5,12 +5,19 @@
 //
 // Rows are independent and each (batch, query head) task writes only its own output rows,
 // so results do not depend on the thread count.
+//
+// The int8 variant stores codes and per-row scales (core/quant/kv_int8.h) and dequantizes
+// each cached row into a D-float buffer before the very loops the f32 kernel runs: scale · q
+// is bit for bit the value kv_int8_round_trip would have left in an f32 cache, and running
+// the same f32 loops keeps the summation order (a fused int8 loop could vectorise with a
+// different number of partial sums and change the last bits).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
+#include "core/quant/kv_int8.h"
 
 namespace loom::cpu {
 
@@ -19,8 +26,8 @@ using namespace detail;
 namespace {
 
 void check_cache(const char* op, const char* name, const Tensor& cache, const AttentionShape& s,
-                 std::int64_t position) {
-  require_f32(op, name, cache);
+                 std::int64_t position, DType dtype = DType::F32) {
+  require(op, name, cache, dtype);
   if (cache.ndim() != 4 || cache.dim(0) != s.batch || cache.dim(1) != s.kv_heads || cache.dim(3) != s.head_dim) {
     fail(op, std::string(name) + " is " + cache.describe() + ", expected [batch, kv_heads, capacity, head_dim] = [" +
                  std::to_string(s.batch) + ", " + std::to_string(s.kv_heads) + ", capacity, " +
@@ -30,6 +37,23 @@ void check_cache(const char* op, const char* name, const Tensor& cache, const At
     fail(op, "positions [" + std::to_string(position) + ", " + std::to_string(position + s.seq) + ") do not fit " +
                  name + " capacity " + std::to_string(cache.dim(2)));
   }
+}
+
+void check_scales(const char* op, const char* name, const Tensor& scales, const Tensor& cache) {
+  require_f32(op, name, scales);
+  if (scales.ndim() != 3 || scales.dim(0) != cache.dim(0) || scales.dim(1) != cache.dim(1) ||
+      scales.dim(2) != cache.dim(2)) {
+    fail(op, std::string(name) + " is " + scales.describe() + ", expected [batch, kv_heads, capacity] = [" +
+                 std::to_string(cache.dim(0)) + ", " + std::to_string(cache.dim(1)) + ", " +
+                 std::to_string(cache.dim(2)) + "] to match its cache " + cache.describe());
+  }
+}
+
+// quant::dequantize_kv of one row, inlined: the row is decoded once per key per query, so
+// the call and its argument checks would show in decode time. Same expression, same bits.
+inline void dequantize_row(const std::int8_t* q, float scale, std::int64_t D, float* x) {
+#pragma omp simd
+  for (std::int64_t d = 0; d < D; ++d) x[d] = scale * static_cast<float>(q[d]);
 }
 
 }  // namespace
@@ -100,6 +124,97 @@ void CpuBackend::attention_cached_forward(const Tensor& qkv, const AttentionShap
           for (std::int64_t j = 0; j < visible; ++j) {
             const float p = scores[static_cast<std::size_t>(j)];
             const float* v = vbase + j * D;
+#pragma omp simd
+            for (std::int64_t d = 0; d < D; ++d) a[d] += p * v[d];
+          }
+          float* orow = o + (b * T + t) * Hq * D + h * D;
+          const float inv = 1.0f / denom;
+          for (std::int64_t d = 0; d < D; ++d) orow[d] = a[d] * inv;
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::attention_cached_int8_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
+                                               Tensor& k_cache, Tensor& v_cache, Tensor& k_scales, Tensor& v_scales,
+                                               Tensor& out) {
+  const char* op = "attention_cached_int8_forward";
+  require_attention(op, shape, "qkv", qkv);
+  check_cache(op, "k_cache", k_cache, shape, position, DType::I8);
+  check_cache(op, "v_cache", v_cache, shape, position, DType::I8);
+  if (k_cache.dim(2) != v_cache.dim(2)) {
+    fail(op, "k_cache " + k_cache.describe() + " and v_cache " + v_cache.describe() + " differ in capacity");
+  }
+  check_scales(op, "k_scales", k_scales, k_cache);
+  check_scales(op, "v_scales", v_scales, v_cache);
+  require_numel(op, "out", out, shape.batch * shape.seq * shape.q_heads * shape.head_dim,
+                "[batch, seq, q_heads * head_dim] = [" + std::to_string(shape.batch) + ", " +
+                    std::to_string(shape.seq) + ", " + std::to_string(shape.q_heads * shape.head_dim) + "]");
+  const std::int64_t B = shape.batch, T = shape.seq, D = shape.head_dim;
+  const std::int64_t Hq = shape.q_heads, Hkv = shape.kv_heads, group = Hq / Hkv;
+  const std::int64_t capacity = k_cache.dim(2);
+  const std::int64_t width = qkv_width(shape);
+  const float* x = qkv.data<float>();
+  std::int8_t* kc = k_cache.data<std::int8_t>();
+  std::int8_t* vc = v_cache.data<std::int8_t>();
+  float* ks = k_scales.data<float>();
+  float* vs = v_scales.data<float>();
+  float* o = out.data<float>();
+
+#pragma omp parallel for collapse(2) schedule(static) if(parallel : worth_parallel(B * Hkv * T * D))
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t g = 0; g < Hkv; ++g) {
+      for (std::int64_t t = 0; t < T; ++t) {
+        const float* token = x + (b * T + t) * width;
+        const std::int64_t row = (b * Hkv + g) * capacity + position + t;
+        quant::quantize_kv(token + (Hq + g) * D, 1, D, kc + row * D, ks + row);
+        quant::quantize_kv(token + (Hq + Hkv + g) * D, 1, D, vc + row * D, vs + row);
+      }
+    }
+  }
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const std::int64_t keys = position + T;
+#pragma omp parallel if(parallel : worth_parallel(B * Hq * T * keys * D))
+  {
+    std::vector<float> scores(static_cast<std::size_t>(keys));
+    std::vector<float> acc(static_cast<std::size_t>(D));
+    std::vector<float> row(static_cast<std::size_t>(D));
+#pragma omp for collapse(2) schedule(static)
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t h = 0; h < Hq; ++h) {
+        const std::int64_t g = h / group;
+        const std::int8_t* kbase = kc + (b * Hkv + g) * capacity * D;
+        const std::int8_t* vbase = vc + (b * Hkv + g) * capacity * D;
+        const float* kscale = ks + (b * Hkv + g) * capacity;
+        const float* vscale = vs + (b * Hkv + g) * capacity;
+        float* r = row.data();
+        for (std::int64_t t = 0; t < T; ++t) {
+          const float* q = x + (b * T + t) * width + h * D;
+          const std::int64_t visible = position + t + 1;
+          float row_max = -INFINITY;
+          for (std::int64_t j = 0; j < visible; ++j) {
+            dequantize_row(kbase + j * D, kscale[j], D, r);
+            const float* k = r;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (std::int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
+            scores[static_cast<std::size_t>(j)] = dot * scale;
+            row_max = std::max(row_max, dot * scale);
+          }
+          float denom = 0.0f;
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float p = std::exp(scores[static_cast<std::size_t>(j)] - row_max);
+            scores[static_cast<std::size_t>(j)] = p;
+            denom += p;
+          }
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          float* a = acc.data();
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float p = scores[static_cast<std::size_t>(j)];
+            dequantize_row(vbase + j * D, vscale[j], D, r);
+            const float* v = r;
 #pragma omp simd
             for (std::int64_t d = 0; d < D; ++d) a[d] += p * v[d];
           }

@@ -238,6 +238,14 @@ void ProfilingBackend::attention_cached_forward(const Tensor& qkv, const Attenti
   record(attention_key("attention_cached_forward", shape), t0);
 }
 
+void ProfilingBackend::attention_cached_int8_forward(const Tensor& qkv, const AttentionShape& shape,
+                                                     std::int64_t position, Tensor& k_cache, Tensor& v_cache,
+                                                     Tensor& k_scales, Tensor& v_scales, Tensor& out) {
+  const auto t0 = Clock::now();
+  inner_.attention_cached_int8_forward(qkv, shape, position, k_cache, v_cache, k_scales, v_scales, out);
+  record(attention_key("attention_cached_int8_forward", shape), t0);
+}
+
 void ProfilingBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) {
   const auto t0 = Clock::now();
   inner_.cross_entropy_forward(logits, targets, losses);

@@ -92,6 +92,9 @@ class ProfilingBackend final : public Backend {
                           const AttentionShape& shape, Tensor& dqkv) override;
   void attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
                                 Tensor& k_cache, Tensor& v_cache, Tensor& out) override;
+  void attention_cached_int8_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
+                                     Tensor& k_cache, Tensor& v_cache, Tensor& k_scales, Tensor& v_scales,
+                                     Tensor& out) override;
 
   void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
