@@ -134,8 +134,8 @@ void load_slice(const fs::path& file, train::Engine& engine) {
 }
 
 // World rank 0: the whole model from the gathered parameters and every tp slice's codes.
-io::QuantizedModel assemble(const model::Transformer& whole, const JobOptions& o, const fs::path& progress,
-                            int tp_size, const nlohmann::json& metadata) {
+io::QuantizedModel assemble(const model::Transformer& whole, const fs::path& progress, int tp_size,
+                            const nlohmann::json& metadata) {
   const model::ModelConfig& config = whole.config();
   io::QuantizedModel m;
   m.metadata = metadata;
@@ -182,7 +182,6 @@ io::QuantizedModel assemble(const model::Transformer& whole, const JobOptions& o
     if (std::find(compressed.begin(), compressed.end(), e.name) != compressed.end()) continue;
     m.dense.push_back({e.name, whole.params().value(e)});
   }
-  (void)o;
   return m;
 }
 
@@ -269,7 +268,7 @@ JobResult run_quantize_job(train::Engine& engine, Backend& backend, const eval::
                                {"tokenizer", source.tokenizer.string()},
                                {"git_commit", record::git_commit()},
                                {"date", record::utc_now()}};
-    io::QuantizedModel model = assemble(*whole, options, progress, groups.tp_size(), metadata);
+    io::QuantizedModel model = assemble(*whole, progress, groups.tp_size(), metadata);
     io::save_quantized_model(result.file, model);
     result.file_bytes = static_cast<std::int64_t>(fs::file_size(result.file));
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -195,30 +195,11 @@ int run_quantize(const config::Config& config) {
   return 0;
 }
 
-std::vector<std::string> rewrite_flags(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc), out;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    bool rewritten = false;
-    for (const std::string f : {"--model", "--out", "--method"}) {
-      if (args[i] == f && i + 1 < args.size()) {
-        out.push_back(f.substr(2) + "=" + args[++i]);
-        rewritten = true;
-      } else if (args[i].rfind(f + "=", 0) == 0) {
-        out.push_back(f.substr(2) + "=" + args[i].substr(f.size() + 1));
-        rewritten = true;
-      }
-      if (rewritten) break;
-    }
-    if (!rewritten) out.push_back(args[i]);
-  }
-  return out;
-}
-
 }  // namespace
 }  // namespace loom::compress
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args = loom::compress::rewrite_flags(argc, argv);
+  std::vector<std::string> args = loom::config::flags_as_overrides(argc, argv, {"--model", "--out", "--method"});
   std::vector<char*> pointers;
   for (std::string& a : args) pointers.push_back(a.data());
   pointers.push_back(nullptr);

@@ -182,34 +182,12 @@ int run_eval(const config::Config& config) {
   return 0;
 }
 
-// `--model PATH` and `--out DIR` as the overrides model=PATH and out=DIR.
-std::vector<std::string> rewrite_flags(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<std::string> out;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    bool rewritten = false;
-    for (const char* flag : {"--model", "--out", "--steps"}) {
-      const std::string f(flag), key = f.substr(2);
-      if (args[i] == f && i + 1 < args.size()) {
-        out.push_back(key + "=" + args[++i]);
-        rewritten = true;
-      } else if (args[i].rfind(f + "=", 0) == 0) {
-        out.push_back(key + "=" + args[i].substr(f.size() + 1));
-        rewritten = true;
-      }
-      if (rewritten) break;
-    }
-    if (!rewritten) out.push_back(args[i]);
-  }
-  return out;
-}
-
 }  // namespace
 }  // namespace loom::eval
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "compare") == 0) return loom::eval::compare_command(argc - 1, argv + 1);
-  std::vector<std::string> args = loom::eval::rewrite_flags(argc, argv);
+  std::vector<std::string> args = loom::config::flags_as_overrides(argc, argv, {"--model", "--out", "--steps"});
   std::vector<char*> pointers;
   for (std::string& a : args) pointers.push_back(a.data());
   pointers.push_back(nullptr);

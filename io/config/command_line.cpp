@@ -138,4 +138,25 @@ int run_main(int argc, char** argv, const Schema& schema, const ProgramInfo& inf
   });
 }
 
+std::vector<std::string> flags_as_overrides(int argc, char** argv, const std::vector<std::string>& flags) {
+  const std::vector<std::string> args(argv, argv + argc);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    bool rewritten = false;
+    for (const std::string& flag : flags) {
+      const std::string key = flag.substr(2);
+      if (args[i] == flag && i + 1 < args.size()) {
+        out.push_back(key + "=" + args[++i]);
+        rewritten = true;
+      } else if (args[i].rfind(flag + "=", 0) == 0) {
+        out.push_back(key + "=" + args[i].substr(flag.size() + 1));
+        rewritten = true;
+      }
+      if (rewritten) break;
+    }
+    if (!rewritten) out.push_back(args[i]);
+  }
+  return out;
+}
+
 }  // namespace loom::config

@@ -63,4 +63,8 @@ int run_main(int argc, char** argv, const Schema& schema, const ProgramInfo& inf
 // This process's rank from the launcher's environment; nullopt when not launched by one.
 std::optional<int> launcher_rank();
 
+// `--flag VALUE` and `--flag=VALUE` for each of `flags` (e.g. "--model") rewritten as the
+// override `flag=VALUE`; every other argument unchanged. argv[0] is kept.
+std::vector<std::string> flags_as_overrides(int argc, char** argv, const std::vector<std::string>& flags);
+
 }  // namespace loom::config

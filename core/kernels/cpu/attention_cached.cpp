@@ -56,6 +56,62 @@ inline void dequantize_row(const std::int8_t* q, float scale, std::int64_t D, fl
   for (std::int64_t d = 0; d < D; ++d) x[d] = scale * static_cast<float>(q[d]);
 }
 
+// Attention of the T new queries of every (sequence, head) over cache rows [0, position + t]
+// of their kv head, shared by the f32 and int8 caches: key(b, g, j, buffer) and
+// value(b, g, j, buffer) return row j of kv head g of sequence b — the f32 cache's own row, or
+// the int8 row decoded into `buffer` [D] — so both caches run the same arithmetic.
+template <typename KeyRow, typename ValueRow>
+void attend_cached(const AttentionShape& shape, std::int64_t position, const float* x, float* o, KeyRow key,
+                   ValueRow value) {
+  const std::int64_t B = shape.batch, T = shape.seq, D = shape.head_dim;
+  const std::int64_t Hq = shape.q_heads, group = Hq / shape.kv_heads;
+  const std::int64_t width = qkv_width(shape);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const std::int64_t keys = position + T;
+#pragma omp parallel if(parallel : worth_parallel(B * Hq * T * keys * D))
+  {
+    std::vector<float> scores(static_cast<std::size_t>(keys));
+    std::vector<float> acc(static_cast<std::size_t>(D));
+    std::vector<float> buffer(static_cast<std::size_t>(D));
+#pragma omp for collapse(2) schedule(static)
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t h = 0; h < Hq; ++h) {
+        const std::int64_t g = h / group;
+        for (std::int64_t t = 0; t < T; ++t) {
+          const float* q = x + (b * T + t) * width + h * D;
+          const std::int64_t visible = position + t + 1;
+          float row_max = -INFINITY;
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float* k = key(b, g, j, buffer.data());
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (std::int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
+            scores[static_cast<std::size_t>(j)] = dot * scale;
+            row_max = std::max(row_max, dot * scale);
+          }
+          float denom = 0.0f;
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float p = std::exp(scores[static_cast<std::size_t>(j)] - row_max);
+            scores[static_cast<std::size_t>(j)] = p;
+            denom += p;
+          }
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          float* a = acc.data();
+          for (std::int64_t j = 0; j < visible; ++j) {
+            const float p = scores[static_cast<std::size_t>(j)];
+            const float* v = value(b, g, j, buffer.data());
+#pragma omp simd
+            for (std::int64_t d = 0; d < D; ++d) a[d] += p * v[d];
+          }
+          float* orow = o + (b * T + t) * Hq * D + h * D;
+          const float inv = 1.0f / denom;
+          for (std::int64_t d = 0; d < D; ++d) orow[d] = a[d] * inv;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void CpuBackend::attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
@@ -68,7 +124,7 @@ void CpuBackend::attention_cached_forward(const Tensor& qkv, const AttentionShap
                 "[batch, seq, q_heads * head_dim] = [" + std::to_string(shape.batch) + ", " +
                     std::to_string(shape.seq) + ", " + std::to_string(shape.q_heads * shape.head_dim) + "]");
   const std::int64_t B = shape.batch, T = shape.seq, D = shape.head_dim;
-  const std::int64_t Hq = shape.q_heads, Hkv = shape.kv_heads, group = Hq / Hkv;
+  const std::int64_t Hq = shape.q_heads, Hkv = shape.kv_heads;
   const std::int64_t capacity = k_cache.dim(2);
   const std::int64_t width = qkv_width(shape);
   const float* x = qkv.data<float>();
@@ -89,51 +145,10 @@ void CpuBackend::attention_cached_forward(const Tensor& qkv, const AttentionShap
     }
   }
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const std::int64_t keys = position + T;
-#pragma omp parallel if(parallel : worth_parallel(B * Hq * T * keys * D))
-  {
-    std::vector<float> scores(static_cast<std::size_t>(keys));
-    std::vector<float> acc(static_cast<std::size_t>(D));
-#pragma omp for collapse(2) schedule(static)
-    for (std::int64_t b = 0; b < B; ++b) {
-      for (std::int64_t h = 0; h < Hq; ++h) {
-        const std::int64_t g = h / group;
-        const float* kbase = kc + (b * Hkv + g) * capacity * D;
-        const float* vbase = vc + (b * Hkv + g) * capacity * D;
-        for (std::int64_t t = 0; t < T; ++t) {
-          const float* q = x + (b * T + t) * width + h * D;
-          const std::int64_t visible = position + t + 1;
-          float row_max = -INFINITY;
-          for (std::int64_t j = 0; j < visible; ++j) {
-            const float* k = kbase + j * D;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (std::int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
-            scores[static_cast<std::size_t>(j)] = dot * scale;
-            row_max = std::max(row_max, dot * scale);
-          }
-          float denom = 0.0f;
-          for (std::int64_t j = 0; j < visible; ++j) {
-            const float p = std::exp(scores[static_cast<std::size_t>(j)] - row_max);
-            scores[static_cast<std::size_t>(j)] = p;
-            denom += p;
-          }
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          float* a = acc.data();
-          for (std::int64_t j = 0; j < visible; ++j) {
-            const float p = scores[static_cast<std::size_t>(j)];
-            const float* v = vbase + j * D;
-#pragma omp simd
-            for (std::int64_t d = 0; d < D; ++d) a[d] += p * v[d];
-          }
-          float* orow = o + (b * T + t) * Hq * D + h * D;
-          const float inv = 1.0f / denom;
-          for (std::int64_t d = 0; d < D; ++d) orow[d] = a[d] * inv;
-        }
-      }
-    }
-  }
+  attend_cached(
+      shape, position, x, o,
+      [&](std::int64_t b, std::int64_t g, std::int64_t j, float*) { return kc + ((b * Hkv + g) * capacity + j) * D; },
+      [&](std::int64_t b, std::int64_t g, std::int64_t j, float*) { return vc + ((b * Hkv + g) * capacity + j) * D; });
 }
 
 void CpuBackend::attention_cached_int8_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
@@ -152,7 +167,7 @@ void CpuBackend::attention_cached_int8_forward(const Tensor& qkv, const Attentio
                 "[batch, seq, q_heads * head_dim] = [" + std::to_string(shape.batch) + ", " +
                     std::to_string(shape.seq) + ", " + std::to_string(shape.q_heads * shape.head_dim) + "]");
   const std::int64_t B = shape.batch, T = shape.seq, D = shape.head_dim;
-  const std::int64_t Hq = shape.q_heads, Hkv = shape.kv_heads, group = Hq / Hkv;
+  const std::int64_t Hq = shape.q_heads, Hkv = shape.kv_heads;
   const std::int64_t capacity = k_cache.dim(2);
   const std::int64_t width = qkv_width(shape);
   const float* x = qkv.data<float>();
@@ -174,57 +189,18 @@ void CpuBackend::attention_cached_int8_forward(const Tensor& qkv, const Attentio
     }
   }
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const std::int64_t keys = position + T;
-#pragma omp parallel if(parallel : worth_parallel(B * Hq * T * keys * D))
-  {
-    std::vector<float> scores(static_cast<std::size_t>(keys));
-    std::vector<float> acc(static_cast<std::size_t>(D));
-    std::vector<float> row(static_cast<std::size_t>(D));
-#pragma omp for collapse(2) schedule(static)
-    for (std::int64_t b = 0; b < B; ++b) {
-      for (std::int64_t h = 0; h < Hq; ++h) {
-        const std::int64_t g = h / group;
-        const std::int8_t* kbase = kc + (b * Hkv + g) * capacity * D;
-        const std::int8_t* vbase = vc + (b * Hkv + g) * capacity * D;
-        const float* kscale = ks + (b * Hkv + g) * capacity;
-        const float* vscale = vs + (b * Hkv + g) * capacity;
-        float* r = row.data();
-        for (std::int64_t t = 0; t < T; ++t) {
-          const float* q = x + (b * T + t) * width + h * D;
-          const std::int64_t visible = position + t + 1;
-          float row_max = -INFINITY;
-          for (std::int64_t j = 0; j < visible; ++j) {
-            dequantize_row(kbase + j * D, kscale[j], D, r);
-            const float* k = r;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (std::int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
-            scores[static_cast<std::size_t>(j)] = dot * scale;
-            row_max = std::max(row_max, dot * scale);
-          }
-          float denom = 0.0f;
-          for (std::int64_t j = 0; j < visible; ++j) {
-            const float p = std::exp(scores[static_cast<std::size_t>(j)] - row_max);
-            scores[static_cast<std::size_t>(j)] = p;
-            denom += p;
-          }
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          float* a = acc.data();
-          for (std::int64_t j = 0; j < visible; ++j) {
-            const float p = scores[static_cast<std::size_t>(j)];
-            dequantize_row(vbase + j * D, vscale[j], D, r);
-            const float* v = r;
-#pragma omp simd
-            for (std::int64_t d = 0; d < D; ++d) a[d] += p * v[d];
-          }
-          float* orow = o + (b * T + t) * Hq * D + h * D;
-          const float inv = 1.0f / denom;
-          for (std::int64_t d = 0; d < D; ++d) orow[d] = a[d] * inv;
-        }
-      }
-    }
-  }
+  attend_cached(
+      shape, position, x, o,
+      [&](std::int64_t b, std::int64_t g, std::int64_t j, float* buffer) {
+        const std::int64_t row = (b * Hkv + g) * capacity + j;
+        dequantize_row(kc + row * D, ks[row], D, buffer);
+        return static_cast<const float*>(buffer);
+      },
+      [&](std::int64_t b, std::int64_t g, std::int64_t j, float* buffer) {
+        const std::int64_t row = (b * Hkv + g) * capacity + j;
+        dequantize_row(vc + row * D, vs[row], D, buffer);
+        return static_cast<const float*>(buffer);
+      });
 }
 
 }  // namespace loom::cpu
