@@ -268,8 +268,8 @@ JobResult run_quantize_job(train::Engine& engine, Backend& backend, const eval::
                                {"tokenizer", source.tokenizer.string()},
                                {"git_commit", record::git_commit()},
                                {"date", record::utc_now()}};
-    io::QuantizedModel model = assemble(*whole, progress, groups.tp_size(), metadata);
-    io::save_quantized_model(result.file, model);
+    result.model = assemble(*whole, progress, groups.tp_size(), metadata);
+    io::save_quantized_model(result.file, result.model);
     result.file_bytes = static_cast<std::int64_t>(fs::file_size(result.file));
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     result.report = {{"quantization", options.spec.to_json()},

@@ -25,6 +25,7 @@
 
 #include "compress/quantize_spec.h"
 #include "eval/model_source.h"
+#include "io/weights/quantized_weights.h"
 #include "train/engine.h"
 
 namespace loom::compress {
@@ -50,6 +51,7 @@ struct JobResult {
   double seconds = 0.0;
   std::int64_t file_bytes = 0;
   nlohmann::json report;           // what quantize.json holds
+  io::QuantizedModel model;        // what quantized.h5 holds (world rank 0 only; empty elsewhere)
   int stopped_by = 0;              // a stop signal (SIGTERM, SIGUSR1, SIGINT) ended the job after a commit
 };
 

@@ -177,8 +177,7 @@ int run_quantize(const config::Config& config) {
             << (result.resumed_layers > 0 ? ", " + std::to_string(result.resumed_layers) + " layers resumed" : "")
             << ")\n" << std::defaultfloat;
   if (gguf != "none" || config.get_bool("export.safetensors")) {
-    const io::QuantizedModel q = io::load_quantized_model(result.file);
-    const ExportModel m = export_model(q, source.config, spec);
+    const ExportModel m = export_model(result.model, source.config, spec);
     if (gguf != "none") {
       const GgufType type = gguf == "q8_0" ? GgufType::Q8_0 : gguf == "q4_0" ? GgufType::Q4_0 : GgufType::F32;
       const io::Tokenizer tokenizer = io::Tokenizer::load(tokenizer_path);

@@ -77,6 +77,8 @@ class Backend {
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) = 0;
   // dx += dy @ w; dw += dy^T @ x; dbias += Σ_rows dy. dx/dw/dbias may be undefined (skipped,
   // e.g. dw of a frozen weight).
+  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
+                               Tensor& dw, Tensor& dbias) = 0;
   // y = x · Wᵀ + bias with a quantized weight (core/quant/quant_gemm.h: W8A8, W8A16, W4A16);
   // x [.., in], y [.., out] f32, bias [out] or undefined. Forward only (evaluation and
   // generation of a loom-quantize model). Backends without quantized kernels throw.
@@ -92,8 +94,6 @@ class Backend {
     (void)qkv, (void)shape;
     throw std::logic_error(name() + " backend: no int8 KV cache");
   }
-  virtual void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx,
-                               Tensor& dw, Tensor& dbias) = 0;
 
   // ---- embedding: out[N, C] = table[ids[n] - row_offset] for ids inside the table's
   // rows [row_offset, row_offset + V); rows for ids outside it are zero (vocab-parallel
