@@ -26,8 +26,8 @@ echo "== 2/9 data: Brown (pre-training text), WordNet 3.1 definitions (SFT) and 
 "$bin/loom-prep" brown --tokenizer "$tokenizer" --out data/brown
 "$bin/loom-prep" wordnet --tokenizer "$tokenizer" --out data/wordnet
 "$bin/loom-prep" wordnet-pairs --tokenizer "$tokenizer" --out data/wordnet-pairs
-"$bin/loom-prep" arithmetic --tokenizer "$tokenizer" --out data/arithmetic --max-operand 19 --ops +,- \
-  --train 600 --val 200 --sft --sft-noise 0.4
+"$bin/loom-prep" arithmetic --tokenizer "$tokenizer" --out data/arithmetic --max-operand 99 --ops + \
+  --train 6000 --val 500 --spaced-digits --sft --sft-noise 0.4 --sft-noise-carry
 
 train() {  # $1 = program, $2 = config, $3 = run dir, rest = overrides
   local program="$1" config="$2" run="$3"
@@ -49,7 +49,7 @@ train loom-rm configs/tiny-wordnet-rm.yaml "runs/tiny-wordnet-rm$suffix" "${over
 echo "== 6/9 DPO on the same pairs from the SFT model (configs/tiny-wordnet-dpo.yaml)"
 train loom-dpo configs/tiny-wordnet-dpo.yaml "runs/tiny-wordnet-dpo$suffix" "${overrides[@]}" \
   train.init_from="runs/tiny-wordnet-sft$suffix/model.h5"
-echo "== 7/9 fine-tune the Brown model on arithmetic answers (configs/tiny-arith-sft.yaml)"
+echo "== 7/9 fine-tune the Brown model on two-digit sums, 40% of carrying demonstrations without their carries (configs/tiny-arith-sft.yaml)"
 train loom-sft configs/tiny-arith-sft.yaml "runs/tiny-arith-sft$suffix" "${overrides[@]}" \
   train.init_from="runs/tiny-brown$suffix/model.h5"
 echo "== 8/9 GRPO on arithmetic from that model, verifier rewards (configs/tiny-arith-grpo.yaml)"
@@ -89,7 +89,7 @@ elif program == "loom-dpo":
           f"reward margin {change('val_reward_margin', '{:.3f}')}")
 elif program in ("loom-grpo", "loom-ppo"):
     print(f"{head}, held-out exact match {change('val_sampled_exact_match', '{:.3f}')} sampled, "
-          f"{change('val_exact_match', '{:.3f}')} greedy")
+          f"{change('val_exact_match', '{:.3f}')} greedy, mean reward {change('val_sampled_reward', '{:.3f}')}")
 else:
     print(f"{head}, train loss {r.get('final_train_loss', 0):.3f}, validation loss "
           f"{change('val_loss', '{:.3f}')} (perplexity {r.get('val_ppl', float('nan')):.1f})")

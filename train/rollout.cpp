@@ -86,7 +86,7 @@ Rollout make_rollout(Engine& policy, const io::TokenStore& prompts, const io::To
     const std::int64_t doc = documents[static_cast<std::size_t>(r / group)];
     const std::string answer = prompts.has_answers() ? prompts.answer(doc) : std::string();
     const float exact = static_cast<float>(io::exact_match(text, answer));
-    const float format = static_cast<float>(io::format_ok(text));
+    const float format = static_cast<float>(io::format_ok(text, answer));
     rollout.exact.push_back(exact);
     rollout.format.push_back(format);
     rollout.reward.push_back(exact + static_cast<float>(options.format_weight) * format);

@@ -41,7 +41,51 @@ std::vector<char> parse_arithmetic_ops(std::string_view ops) {
   return out;
 }
 
-ArithmeticProblem make_arithmetic_problem(std::int64_t a, char op, std::int64_t b) {
+std::string spaced_digits(std::int64_t value) {
+  const std::string plain = std::to_string(value);
+  std::string out;
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    if (i > 0 && plain[i - 1] != '-') out += ' ';
+    out += plain[i];
+  }
+  return out;
+}
+
+std::int64_t add_without_carry(std::int64_t a, std::int64_t b) {
+  if (a < 0 || b < 0) {
+    throw std::invalid_argument("add_without_carry: operands must be non-negative, got " + std::to_string(a) + " and " +
+                                std::to_string(b));
+  }
+  std::int64_t sum = 0, place = 1;
+  while (a > 0 || b > 0) {
+    sum += ((a % 10 + b % 10) % 10) * place;
+    a /= 10;
+    b /= 10;
+    place *= 10;
+  }
+  return sum;
+}
+
+std::int64_t parse_arithmetic_answer(std::string_view answer) {
+  std::string digits;
+  for (char c : answer) {
+    if (c != ' ') digits += c;
+  }
+  std::size_t used = 0;
+  std::int64_t value = 0;
+  try {
+    value = std::stoll(digits, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (digits.empty() || used != digits.size()) {
+    throw std::invalid_argument("arithmetic answer \"" + std::string(answer) +
+                                "\" is not an integer (expected decimal digits, optionally spaced, such as 42 or 4 2)");
+  }
+  return value;
+}
+
+ArithmeticProblem make_arithmetic_problem(std::int64_t a, char op, std::int64_t b, bool spaced) {
   ArithmeticProblem problem{a, op, b, 0, {}, {}};
   switch (op) {
     case '+': problem.result = a + b; break;
@@ -50,8 +94,9 @@ ArithmeticProblem make_arithmetic_problem(std::int64_t a, char op, std::int64_t 
     default:
       throw std::invalid_argument(std::string("make_arithmetic_problem: op '") + op + "' is not one of + - *");
   }
-  problem.prompt = "Q: " + std::to_string(a) + " " + op + " " + std::to_string(b) + " = ?\nA:";
-  problem.answer = std::to_string(problem.result);
+  const auto render = [spaced](std::int64_t value) { return spaced ? spaced_digits(value) : std::to_string(value); };
+  problem.prompt = "Q: " + render(a) + " " + op + " " + render(b) + " = ?\nA:";
+  problem.answer = render(problem.result);
   return problem;
 }
 
@@ -87,7 +132,7 @@ ArithmeticSplit arithmetic_problems(const ArithmeticOptions& options) {
     const auto a = static_cast<std::int64_t>(rest % operands);
     const auto b = static_cast<std::int64_t>(rest / operands);
     auto& side = split.validation.size() < options.validation ? split.validation : split.train;
-    side.push_back(make_arithmetic_problem(a, op, b));
+    side.push_back(make_arithmetic_problem(a, op, b, options.spaced_digits));
   }
   return split;
 }

@@ -259,41 +259,58 @@ int prepare_wordnet_pairs(const std::string& tokenizer_argument, const fs::path&
   return 0;
 }
 
+// How the --sft-noise share of the demonstrations is wrong.
+struct DemonstrationNoise {
+  double share = 0.0;
+  std::int64_t offset = 0;  // != 0: off by this much (one habit every problem shares)
+  bool drop_carry = false;  // added digit by digit without carrying (a habit of every carrying sum)
+};
+
 // The same problems as supervised completions (" 42" after the prompt), for the SFT stage
-// before PPO/GRPO. With noise > 0, that share of the completions (picked by a hash of the
-// seed and the problem) is wrong: off by `offset` when it is not 0 (one habit shared by every
-// problem, which what RL learns on some problems can correct on others), else off by one either
-// way (" 41" or " 43"; an error of each problem alone). Imperfect demonstrations, the error a
-// verifier-rewarded RL stage is there to remove.
-std::vector<JsonlRecord> arithmetic_completions(const std::vector<JsonlRecord>& prompts, double noise,
-                                                std::int64_t offset, std::uint64_t seed) {
+// before PPO/GRPO. With noise.share > 0, that share of the completions (picked by a hash of
+// the seed and the problem) is wrong: without carries (drop_carry; problems that do not carry
+// stay right), off by `offset` when it is not 0, else off by one either way (" 41" or " 43";
+// an error of each problem alone). Imperfect demonstrations, the error a verifier-rewarded RL
+// stage is there to remove; a habit shared across problems is one that what RL learns on some
+// problems can correct on others.
+std::vector<JsonlRecord> arithmetic_completions(std::span<const ArithmeticProblem> problems,
+                                                const DemonstrationNoise& noise, std::uint64_t seed, bool spaced) {
   std::vector<JsonlRecord> out;
-  out.reserve(prompts.size());
-  for (std::size_t i = 0; i < prompts.size(); ++i) {
-    const JsonlRecord& p = prompts[i];
+  out.reserve(problems.size());
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    const ArithmeticProblem& p = problems[i];
     JsonlRecord r;
     r.format = JsonlFormat::Completion;
-    r.line = p.line;
+    r.line = static_cast<std::int64_t>(i + 1);
     r.prompt = p.prompt;
-    std::string answer = p.answer.value_or("");
+    std::int64_t answer = p.result;
     const std::uint64_t h = mix64(mix64(seed ^ 0x6e6f697365ULL) + i);
-    if (noise > 0 && static_cast<double>(h >> 11) * 0x1.0p-53 < noise) {
-      answer = std::to_string(std::stoll(answer) + (offset != 0 ? offset : (h & 1) != 0 ? 1 : -1));
+    if (noise.share > 0 && static_cast<double>(h >> 11) * 0x1.0p-53 < noise.share) {
+      if (noise.drop_carry) {
+        answer = add_without_carry(p.a, p.b);
+      } else {
+        answer += noise.offset != 0 ? noise.offset : (h & 1) != 0 ? 1 : -1;
+      }
     }
-    r.completion = " " + answer;
+    r.completion = " " + (spaced ? spaced_digits(answer) : std::to_string(answer));
     out.push_back(std::move(r));
   }
   return out;
 }
 
 int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& out, const ArithmeticOptions& options,
-                       bool jsonl, bool sft, double sft_noise, std::int64_t sft_offset, std::int64_t sft_count,
-                       bool verbose, bool force) {
+                       bool jsonl, bool sft, const DemonstrationNoise& noise, std::int64_t sft_count, bool verbose,
+                       bool force) {
+  if (noise.drop_carry && options.ops != "+") {
+    throw std::invalid_argument("--sft-noise-carry: carries are dropped from sums only, so --ops must be + (got \"" +
+                                options.ops + "\")");
+  }
   const fs::path tokenizer_path = resolve_tokenizer(tokenizer_argument);
   const std::string fingerprint = inputs_fingerprint(
       {"arithmetic/v1", fingerprint_hex(tokenizer_fingerprint(tokenizer_path)), std::to_string(options.train),
        std::to_string(options.validation), std::to_string(options.seed), std::to_string(options.max_operand),
-       options.ops, std::to_string(sft_noise), std::to_string(sft_offset), std::to_string(sft_count)});
+       options.ops, std::to_string(noise.share), std::to_string(noise.offset), std::to_string(sft_count),
+       options.spaced_digits ? "spaced" : "plain", noise.drop_carry ? "drop-carry" : "keep-carry"});
   if (!force && split_outputs_up_to_date(out, fingerprint, jsonl) &&
       (!sft || split_outputs_up_to_date(out / "sft", fingerprint, jsonl))) {
     say_up_to_date({out / "train.h5", out / "val.h5"});
@@ -314,10 +331,9 @@ int prepare_arithmetic(const std::string& tokenizer_argument, const fs::path& ou
     // The demonstrations may be fewer than the RL prompts: the first sft_count problems.
     std::size_t count = train.size();
     if (sft_count > 0) count = std::min(count, static_cast<std::size_t>(sft_count));
-    const std::vector<JsonlRecord> demonstrations(train.begin(), train.begin() + static_cast<std::ptrdiff_t>(count));
-    write_split(arithmetic_completions(demonstrations, sft_noise, sft_offset, options.seed),
-                arithmetic_completions(validation, 0.0, 0, options.seed), tokenizer_path, fingerprint,
-                "arithmetic completions", out / "sft", jsonl);
+    write_split(arithmetic_completions(std::span(split.train).first(count), noise, options.seed, options.spaced_digits),
+                arithmetic_completions(split.validation, DemonstrationNoise{}, options.seed, options.spaced_digits),
+                tokenizer_path, fingerprint, "arithmetic completions", out / "sft", jsonl);
   }
   return 0;
 }
@@ -431,8 +447,8 @@ int main(int argc, char** argv) {
       "wordnet-pairs", "WordNet definition preference pairs into DIR/train.h5 and DIR/val.h5 (kind preference)");
   WordNetPairOptions pair_options;
   bool export_jsonl = false, verbose = false, arithmetic_sft = false;
-  double arithmetic_sft_noise = 0.0;
-  std::int64_t arithmetic_sft_offset = 0, arithmetic_sft_count = 0;
+  DemonstrationNoise arithmetic_noise;
+  std::int64_t arithmetic_sft_count = 0;
   pairs->add_option("--tokenizer", tokenizer, "tokenizer.json, a directory, or gpt2")->required();
   pairs->add_option("--out", out_dir, "Output directory")->required();
   pairs->add_option("--validation-fraction", pair_options.validation_fraction,
@@ -453,18 +469,24 @@ int main(int argc, char** argv) {
   arithmetic->add_option("--max-operand", arithmetic_options.max_operand, "Operands are in [0, K]")
       ->capture_default_str();
   arithmetic->add_option("--ops", arithmetic_options.ops, "Comma-separated subset of + - *")->capture_default_str();
+  arithmetic->add_flag("--spaced-digits", arithmetic_options.spaced_digits,
+                       "Write every number digit by digit (\"Q: 1 7 + 2 5 = ?\", answer \"4 2\"): one token per digit, "
+                       "so digit-wise rules learnt on some problems carry over to others");
   arithmetic->add_flag("--jsonl", export_jsonl, "Also write DIR/train.jsonl and DIR/val.jsonl (prompt, answer)");
   arithmetic->add_flag("--sft", arithmetic_sft,
                        "Also write the same problems as completions (\" 42\") to DIR/sft/train.h5 and DIR/sft/val.h5 "
                        "(kind sft), for the SFT stage before PPO/GRPO");
-  arithmetic->add_option("--sft-noise", arithmetic_sft_noise,
+  arithmetic->add_option("--sft-noise", arithmetic_noise.share,
                          "Share of the training completions made wrong (imperfect demonstrations for RL to fix)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  arithmetic->add_option("--sft-noise-offset", arithmetic_sft_offset,
+  arithmetic->add_option("--sft-noise-offset", arithmetic_noise.offset,
                          "How the --sft-noise completions are wrong: off by this many (one error every problem "
                          "shares), or with 0 off by one up or down at random (an error of each problem alone)")
       ->capture_default_str();
+  arithmetic->add_flag("--sft-noise-carry", arithmetic_noise.drop_carry,
+                       "The --sft-noise completions add digit by digit without carrying (27 + 15 = 32): one habit "
+                       "every carrying sum shares (--ops + only)");
   arithmetic->add_option("--sft-count", arithmetic_sft_count,
                          "Demonstrations: only the first N training problems go to DIR/sft/train.h5 (0: all), so the "
                          "RL stage has prompts the SFT stage never saw answered")
@@ -495,8 +517,10 @@ int main(int argc, char** argv) {
     if (*brown) return prepare_brown(tokenizer, out_dir, held_out, every_nth, force);
     if (*wordnet) return prepare_wordnet(tokenizer, out_dir, definition_options, force);
     if (*pairs) return prepare_wordnet_pairs(tokenizer, out_dir, pair_options, export_jsonl, verbose, force);
-    if (*arithmetic) return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, arithmetic_sft, arithmetic_sft_noise,
-                                                   arithmetic_sft_offset, arithmetic_sft_count, verbose, force);
+    if (*arithmetic) {
+      return prepare_arithmetic(tokenizer, out_dir, arithmetic_options, export_jsonl, arithmetic_sft, arithmetic_noise,
+                                arithmetic_sft_count, verbose, force);
+    }
     if (*jsonl) return prepare_jsonl(input, tokenizer, out_file, format, force);
     if (*inspect_cmd) return inspect(inspect_file, tokenizer, document);
   } catch (const std::exception& error) {

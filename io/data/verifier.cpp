@@ -24,6 +24,16 @@ bool is_integer(std::string_view text) {
   return true;
 }
 
+// "-?[0-9]( [0-9])*": an integer written digit by digit (arithmetic.h's spaced_digits).
+bool is_spaced_integer(std::string_view text) {
+  if (!text.empty() && text.front() == '-') text.remove_prefix(1);
+  if (text.empty() || text.size() % 2 == 0) return false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (i % 2 == 0 ? !is_digit(text[i]) : text[i] != ' ') return false;
+  }
+  return true;
+}
+
 // Canonical form of an integer matching "-?[0-9]+".
 std::string canonical(std::string_view integer) {
   const bool negative = integer.front() == '-';
@@ -64,14 +74,16 @@ double exact_match(std::string_view response, std::string_view answer) {
   return trim(response.substr(0, newline)) == answer ? 1.0 : 0.0;
 }
 
-double format_ok(std::string_view response) {
+double format_ok(std::string_view response, std::string_view answer) {
   const std::size_t newline = response.find('\n');
   std::string_view first_line = response.substr(0, newline);
   while (!first_line.empty() && (first_line.front() == ' ' || first_line.front() == '\t')) first_line.remove_prefix(1);
   while (!first_line.empty() && (first_line.back() == ' ' || first_line.back() == '\t' || first_line.back() == '\r')) {
     first_line.remove_suffix(1);
   }
-  if (!is_integer(first_line)) return 0.0;
+  // Digit by digit when the answer is written so (a one-digit answer is both forms).
+  const bool spaced = is_spaced_integer(trim(answer)) && !is_integer(trim(answer));
+  if (spaced ? !is_spaced_integer(first_line) : !is_integer(first_line)) return 0.0;
   if (newline == std::string_view::npos) return 1.0;
   return trim(response.substr(newline + 1)).empty() ? 1.0 : 0.0;
 }

@@ -13,10 +13,13 @@
 //   " 42\n", "42." and "A: 42" match "42". Otherwise the response's first line, trimmed,
 //   must equal the answer exactly.
 //
-// format_ok(response): 1 iff the answer stands alone on the first line: after leading
-//   spaces/tabs the first line is exactly "-?[0-9]+" (trailing spaces, tabs and '\r'
-//   allowed) and everything after the first '\n' is whitespace. " 42\n" and "-7" pass;
-//   "42.", "4 2", "The answer is 42", "\n42" and "42\nQ: 1 + 1 = ?" fail.
+// format_ok(response, answer): 1 iff an answer stands alone on the first line, written the
+//   way `answer` is: after leading spaces/tabs the first line is exactly "-?[0-9]+" or, when
+//   the answer is written digit by digit ("4 2", arithmetic.h's spaced_digits), exactly
+//   "-?[0-9]( [0-9])*" (trailing spaces, tabs and '\r' allowed), and everything after the
+//   first '\n' is whitespace. For answer "42": " 42\n" and "-7" pass; "42.", "4 2",
+//   "The answer is 42", "\n42" and "42\nQ: 1 + 1 = ?" fail. For answer "4 2": " 4 2\n" and
+//   "-1 3" pass; "42" and "4  2" fail. The value is not checked (exact_match does that).
 //
 // Thread safety: pure functions.
 #pragma once
@@ -31,6 +34,6 @@ std::optional<std::string> first_integer(std::string_view response);
 
 double exact_match(std::string_view response, std::string_view answer);
 
-double format_ok(std::string_view response);
+double format_ok(std::string_view response, std::string_view answer);
 
 }  // namespace loom::io

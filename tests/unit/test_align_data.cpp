@@ -192,6 +192,25 @@ BOOST_AUTO_TEST_CASE(arithmetic_answers_are_correct_and_prompts_match) {
   BOOST_TEST(make_arithmetic_problem(17, '+', 25).answer == "42");
   BOOST_TEST(make_arithmetic_problem(3, '-', 10).answer == "-7");
   BOOST_TEST(make_arithmetic_problem(1000000000, '*', 1000000000).answer == "1000000000000000000");
+  BOOST_TEST(make_arithmetic_problem(17, '+', 25, true).prompt == "Q: 1 7 + 2 5 = ?\nA:");
+  BOOST_TEST(make_arithmetic_problem(17, '+', 25, true).answer == "4 2");
+  BOOST_TEST(make_arithmetic_problem(3, '-', 10, true).answer == "-7");
+  BOOST_TEST(make_arithmetic_problem(3, '-', 45, true).answer == "-4 2");
+  BOOST_TEST(add_without_carry(27, 15) == 32);
+  BOOST_TEST(add_without_carry(95, 17) == 2);
+  BOOST_TEST(add_without_carry(99, 1) == 90);
+  BOOST_TEST(add_without_carry(12, 34) == 46);  // no carry: the true sum
+  BOOST_TEST(add_without_carry(0, 0) == 0);
+  BOOST_CHECK_THROW(add_without_carry(-1, 3), std::invalid_argument);
+  BOOST_TEST(spaced_digits(0) == "0");
+  BOOST_TEST(spaced_digits(-105) == "-1 0 5");
+  BOOST_TEST(parse_arithmetic_answer("-1 0 5") == -105);
+  BOOST_TEST(parse_arithmetic_answer("42") == 42);
+  BOOST_CHECK_THROW(parse_arithmetic_answer("4 x"), std::invalid_argument);
+  BOOST_CHECK_THROW(parse_arithmetic_answer(""), std::invalid_argument);
+  // The spaced answers are what exact_match compares line-wise.
+  BOOST_TEST(exact_match(" 4 2\nQ:", "4 2") == 1.0);
+  BOOST_TEST(exact_match(" 4 3", "4 2") == 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(arithmetic_splits_are_disjoint_and_deterministic) {
@@ -253,17 +272,24 @@ BOOST_AUTO_TEST_CASE(verifier_scores) {
   BOOST_TEST(*first_integer("2.5 then 8") == "8");
   BOOST_TEST(!first_integer("none").has_value());
 
-  BOOST_TEST(format_ok("42") == 1.0);
-  BOOST_TEST(format_ok(" 42\n") == 1.0);
-  BOOST_TEST(format_ok("-7") == 1.0);
-  BOOST_TEST(format_ok(" 42 \r\n\n  ") == 1.0);
-  BOOST_TEST(format_ok("42.") == 0.0);
-  BOOST_TEST(format_ok("4 2") == 0.0);
-  BOOST_TEST(format_ok("The answer is 42") == 0.0);
-  BOOST_TEST(format_ok("\n42") == 0.0);
-  BOOST_TEST(format_ok("42\nQ: 1 + 1 = ?") == 0.0);
-  BOOST_TEST(format_ok("") == 0.0);
-  BOOST_TEST(format_ok("-") == 0.0);
+  BOOST_TEST(format_ok("42", "42") == 1.0);
+  BOOST_TEST(format_ok(" 42\n", "42") == 1.0);
+  BOOST_TEST(format_ok("-7", "42") == 1.0);
+  BOOST_TEST(format_ok(" 42 \r\n\n  ", "42") == 1.0);
+  BOOST_TEST(format_ok("42.", "42") == 0.0);
+  BOOST_TEST(format_ok("4 2", "42") == 0.0);  // the answer's form decides
+  BOOST_TEST(format_ok(" 4 2\n", "4 2") == 1.0);  // digit by digit (spaced_digits)
+  BOOST_TEST(format_ok("-1 3", "4 2") == 1.0);
+  BOOST_TEST(format_ok("7", "4 2") == 1.0);
+  BOOST_TEST(format_ok("42", "4 2") == 0.0);
+  BOOST_TEST(format_ok("4  2", "4 2") == 0.0);
+  BOOST_TEST(format_ok("12 3", "4 2") == 0.0);
+  BOOST_TEST(format_ok("4 2 x", "4 2") == 0.0);
+  BOOST_TEST(format_ok("The answer is 42", "42") == 0.0);
+  BOOST_TEST(format_ok("\n42", "42") == 0.0);
+  BOOST_TEST(format_ok("42\nQ: 1 + 1 = ?", "42") == 0.0);
+  BOOST_TEST(format_ok("", "42") == 0.0);
+  BOOST_TEST(format_ok("-", "42") == 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(jsonl_and_built_in_records_give_the_same_stores) {
