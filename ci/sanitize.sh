@@ -10,7 +10,7 @@ jobs="${LOOM_BUILD_JOBS:-$(nproc)}"
 mkdir -p "$build"
 if [ ! -f "$build/CMakeCache.txt" ]; then
   if ! cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DLOOM_SANITIZE=address,undefined > "$build/configure.log" 2>&1; then
+      -DLOOM_SANITIZE=address,undefined -DLOOM_CUDA=OFF > "$build/configure.log" 2>&1; then
     cat "$build/configure.log" >&2
     echo "sanitize: cmake configure failed" >&2
     exit 1

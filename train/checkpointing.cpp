@@ -12,6 +12,7 @@
 
 #include "io/record/fingerprint.h"
 #include "io/weights/model_weights.h"
+#include "train/checkpoint_staging.h"
 
 namespace loom::train {
 namespace {
@@ -30,6 +31,31 @@ std::vector<model::SliceBox> boxes_in_range(const model::ParameterEntry& e, std:
   if (lo >= hi) return {};
   return model::slice_boxes(e, tp_rank, tp_size, lo - e.offset, hi - e.offset);
 }
+
+// Where a load writes each buffer it fills: the buffer itself in host memory, else a host
+// copy of it (taken first, so elements no request covers keep their values) that upload()
+// copies back to the device after the reads.
+class ReadTargets {
+ public:
+  explicit ReadTargets(Backend& backend) : backend_(backend) {}
+  float* base(Tensor t) {
+    if (t.device() == Device::CPU) return t.data<float>();
+    for (auto& [device, host] : mirrors_) {
+      if (device.raw() == t.raw()) return host.data<float>();
+    }
+    Tensor host = Tensor::empty(t.shape(), DType::F32, Device::CPU);
+    backend_.copy(t, host);
+    mirrors_.emplace_back(t, host);
+    return host.data<float>();
+  }
+  void upload() {
+    for (auto& [device, host] : mirrors_) backend_.copy(host, device);
+  }
+
+ private:
+  Backend& backend_;
+  std::vector<std::pair<Tensor, Tensor>> mirrors_;  // (device buffer, its host copy)
+};
 
 }  // namespace
 
@@ -72,7 +98,8 @@ Checkpointer::Checkpointer(std::vector<CheckpointedModel> models, CheckpointOpti
   if (engine_.leader()) id[0] = static_cast<double>(std::random_device{}() & 0x7fffffffu);
   engine_.all_reduce_host(id, ReduceOp::Sum);
   run_id_ = static_cast<std::uint32_t>(id[0]);
-  if (options_.async) {
+  staging_ = make_device_staging(engine_.backend());
+  if (options_.async && !staging_) {
     // The snapshot buffer is allocated and touched now, not in the first save's stall.
     std::int64_t total = 0;
     for (const auto& piece : owned_pieces()) total += piece.box.numel();
@@ -91,6 +118,16 @@ std::vector<io::ckpt::SavePiece> Checkpointer::owned_pieces() {
     const auto& groups = engine.groups();
     const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
     model::ParameterSet& params = engine.model().params();
+    // The live buffer on the CPU (the saver snapshots it), else its pinned staging copy.
+    std::vector<std::pair<const void*, const float*>> staged;
+    auto host_base = [&](const Tensor& t) -> const float* {
+      if (!staging_) return t.data<float>();
+      for (const auto& [device, host] : staged) {
+        if (device == t.raw()) return host;
+      }
+      staged.emplace_back(t.raw(), staging_->stage(t));
+      return staged.back().second;
+    };
     auto add = [&](const std::string& tensor, const model::ParameterEntry& e, const std::vector<model::SliceBox>& boxes,
                    const float* base) {
       for (const model::SliceBox& box : boxes) {
@@ -101,7 +138,7 @@ std::vector<io::ckpt::SavePiece> Checkpointer::owned_pieces() {
     };
     for (const model::ParameterEntry& e : params.entries()) {
       if (groups.dp_rank() != 0 || engine.tied_replica(e.name)) continue;
-      add("model/", e, model::slice_boxes(e, tp_rank, tp_size, 0, e.numel), params.values().data<float>() + e.offset);
+      add("model/", e, model::slice_boxes(e, tp_rank, tp_size, 0, e.numel), host_base(params.values()) + e.offset);
     }
     for (const Engine::OptimizerPart& part : engine.optimizer_parts()) {
       if (!part.dp_unique && groups.dp_rank() != 0) continue;
@@ -113,8 +150,8 @@ std::vector<io::ckpt::SavePiece> Checkpointer::owned_pieces() {
         if (boxes.empty()) continue;
         // Box offsets are within the entry; the moments start at the range's first element.
         const std::int64_t shift = e.offset - begin;
-        add(kMoments[0], e, boxes, opt.exp_avg().data<float>() + shift);
-        add(kMoments[1], e, boxes, opt.exp_avg_sq().data<float>() + shift);
+        add(kMoments[0], e, boxes, host_base(opt.exp_avg()) + shift);
+        add(kMoments[1], e, boxes, host_base(opt.exp_avg_sq()) + shift);
       }
     }
   }
@@ -147,12 +184,13 @@ void Checkpointer::check_model(const io::ckpt::CheckpointReader& reader, const C
 
 namespace {
 
-std::vector<io::ckpt::ReadRequest> parameter_reads(Engine& engine, const std::string& prefix) {
+std::vector<io::ckpt::ReadRequest> parameter_reads(Engine& engine, const std::string& prefix, ReadTargets& targets) {
   const auto& groups = engine.groups();
   model::ParameterSet& params = engine.model().params();
   std::vector<io::ckpt::ReadRequest> requests;
+  float* values = targets.base(params.values());
   for (const model::ParameterEntry& e : params.entries()) {
-    float* base = params.values().data<float>() + e.offset;
+    float* base = values + e.offset;
     for (const model::SliceBox& box : model::slice_boxes(e, groups.tp_rank(), groups.tp_size(), 0, e.numel)) {
       requests.push_back({prefix + "model/" + e.name, to_box(box), base + box.local_offset});
     }
@@ -163,13 +201,16 @@ std::vector<io::ckpt::ReadRequest> parameter_reads(Engine& engine, const std::st
 }  // namespace
 
 void load_checkpoint_parameters(io::ckpt::CheckpointReader& reader, Engine& engine, const std::string& prefix) {
-  for (const auto& request : parameter_reads(engine, prefix)) {
+  ReadTargets targets(engine.backend());
+  const std::vector<io::ckpt::ReadRequest> requests = parameter_reads(engine, prefix, targets);
+  for (const auto& request : requests) {
     if (!reader.has(request.tensor)) {
       throw std::runtime_error(reader.dir().string() + ": the checkpoint has no tensor " + request.tensor +
                                " (a model of another architecture, head or LoRA setting?)");
     }
   }
-  reader.read_all(parameter_reads(engine, prefix));
+  reader.read_all(requests);
+  targets.upload();
 }
 
 void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedModel& model) {
@@ -178,7 +219,8 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedMo
   const auto& groups = engine.groups();
   const int tp_rank = groups.tp_rank(), tp_size = groups.tp_size();
   model::ParameterSet& params = engine.model().params();
-  std::vector<io::ckpt::ReadRequest> requests = parameter_reads(engine, model.prefix);
+  ReadTargets targets(engine.backend());
+  std::vector<io::ckpt::ReadRequest> requests = parameter_reads(engine, model.prefix, targets);
   const std::int64_t optimizer_steps =
       model.prefix.empty() ? state.value("optimizer_steps", std::int64_t{0})
                            : state.at("optimizer_steps_by_model").at(model.prefix).get<std::int64_t>();
@@ -190,13 +232,14 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedMo
       const std::int64_t shift = e.offset - begin;
       for (const model::SliceBox& box : boxes) {
         requests.push_back({model.prefix + kMoments[0] + e.name, to_box(box),
-                            opt.exp_avg().data<float>() + shift + box.local_offset});
+                            targets.base(opt.exp_avg()) + shift + box.local_offset});
         requests.push_back({model.prefix + kMoments[1] + e.name, to_box(box),
-                            opt.exp_avg_sq().data<float>() + shift + box.local_offset});
+                            targets.base(opt.exp_avg_sq()) + shift + box.local_offset});
       }
     }
   }
   reader.read_all(requests);
+  targets.upload();
   for (const Engine::OptimizerPart& part : engine.optimizer_parts()) part.optimizer->set_steps_taken(optimizer_steps);
 }
 
@@ -207,7 +250,9 @@ void Checkpointer::run_saver() {
   try {
     std::filesystem::create_directories(shard_.dir);
     if (options_.debug_delay_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(options_.debug_delay_s));
-    if (options_.async) {
+    if (staging_) {
+      staging_->wait();  // the pinned copies are the snapshot
+    } else if (options_.async) {
       std::int64_t total = 0;
       for (const auto& piece : shard_.pieces) total += piece.box.numel();
       if (static_cast<std::int64_t>(snapshot_.size()) < total) snapshot_.resize(static_cast<std::size_t>(total));
@@ -242,8 +287,10 @@ std::optional<SaveReport> Checkpointer::save(const TrainState& state, const nloh
   std::optional<SaveReport> previous;
   if (pending_) previous = finish();
   const std::string save_id = record::hex64(run_id_).substr(8) + "-" + std::to_string(state.step);
+  if (staging_) staging_->begin();
   shard_ = io::ckpt::ShardWrite{io::ckpt::temporary_dir(options_.root, state.step, save_id),
                                 engine_.groups().world_rank(), state.step, save_id, owned_pieces(), rank_state};
+  if (staging_) staging_->end();
   pending_state_ = to_json(state);
   for (const CheckpointedModel& model : models_) {
     const auto parts = model.engine->optimizer_parts();

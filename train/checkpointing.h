@@ -10,6 +10,9 @@
 //
 // Asynchronous saving. save() records pointers into the live buffers and starts a thread
 // that first copies them (the snapshot) and then writes, fsyncs and verifies the shard.
+// On a GPU backend save() instead enqueues device-to-host copies into pinned buffers on a
+// side stream (train/checkpoint_staging.h) and the thread waits for them: they are the
+// snapshot. Loading reads into host copies of the device buffers and copies them up.
 // Parameters and moments only change in the optimizer step, so the trainer calls
 // before_update() there: it waits for the snapshot only if the copy is still running.
 // The stall of a save is the time the main thread waited (save + before_update + any wait
@@ -23,6 +26,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -33,6 +37,7 @@
 
 #include "io/checkpoint/checkpoint.h"
 #include "io/data/loader.h"
+#include "train/checkpoint_staging.h"
 #include "train/engine.h"
 
 namespace loom::train {
@@ -139,6 +144,7 @@ class Checkpointer {
   nlohmann::json pending_state_;
   SaveReport report_;
   std::vector<float> snapshot_;
+  std::unique_ptr<DeviceStaging> staging_;  // GPU backend only: pinned host copies
   std::thread saver_;
   std::mutex mutex_;
   std::condition_variable snapshot_cv_;

@@ -9,10 +9,11 @@
 #include "core/optim/grad_clip.h"
 #include "io/tokenizer/tokenizer.h"
 #include "train/align_settings.h"
+#include "train/device.h"
 #include "train/generator.h"
-#include "train/rollout.h"
 #include "train/loop.h"
 #include "train/pairs.h"
+#include "train/rollout.h"
 #include "train/seq_work.h"
 #include "train/settings.h"
 #include "train/setup.h"
@@ -280,7 +281,7 @@ int run_dpo(const config::Config& config) {
                               " needs a reference model: set dpo.reference or train.init_from (the SFT model)");
   }
 
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(config, "loom-dpo");
   const EngineOptions options = engine_options(config);
   const std::unique_ptr<Engine> policy_owner = make_engine(in.model, options, *backend);
   Engine& policy = *policy_owner;

@@ -10,8 +10,14 @@
 #include <stdexcept>
 
 #include "core/model/lora.h"
+#include "core/transfer.h"
 #include "io/weights/model_weights.h"
 #include "launch/mpi_runtime.h"
+
+#if LOOM_HAVE_NCCL
+#include "core/kernels/cuda/cuda_stream.h"
+#include "launch/nccl_comm.h"
+#endif
 
 namespace loom::train {
 namespace {
@@ -139,15 +145,30 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
   stages_ = checked_stages(config_, options_);
   groups_ = launch::ProcessGroups::build(MPI_COMM_WORLD, options_.layout);
   world_comm_ = std::make_unique<launch::MpiComm>(groups_, launch::GroupAxis::World);
-  auto make = [&](launch::GroupAxis axis, std::unique_ptr<launch::MpiComm>& mpi,
+  const bool on_gpu = backend_.device() == Device::CUDA;
+#if !LOOM_HAVE_NCCL
+  if (on_gpu && groups_.world_size() > 1) {
+    throw std::invalid_argument("train.device=cuda with " + std::to_string(groups_.world_size()) +
+                                " ranks needs NCCL, which this build lacks (see docs/nccl.md)");
+  }
+#endif
+  auto make = [&](launch::GroupAxis axis, std::unique_ptr<launch::MpiComm>& mpi, std::unique_ptr<Comm>& device,
                   std::unique_ptr<parallel::TimingComm>& timed) {
     if (groups_.size(axis) == 1) return;
+#if LOOM_HAVE_NCCL
+    if (on_gpu) {
+      device = std::make_unique<launch::NcclComm>(groups_, axis, cuda::stream_of(backend_));
+      timed = std::make_unique<parallel::TimingComm>(*device);
+      return;
+    }
+#endif
+    (void)device;
     mpi = std::make_unique<launch::MpiComm>(groups_, axis);
     timed = std::make_unique<parallel::TimingComm>(*mpi);
   };
-  make(launch::GroupAxis::Tp, tp_mpi_, tp_comm_);
-  make(launch::GroupAxis::Dp, dp_mpi_, dp_comm_);
-  make(launch::GroupAxis::Pp, pp_mpi_, pp_comm_);
+  make(launch::GroupAxis::Tp, tp_mpi_, tp_device_, tp_comm_);
+  make(launch::GroupAxis::Dp, dp_mpi_, dp_device_, dp_comm_);
+  make(launch::GroupAxis::Pp, pp_mpi_, pp_device_, pp_comm_);
   pp_ = parallel::PpGroup{pp_comm_.get(), groups_.pp_rank(), groups_.pp_size()};
   shard_ = shard_for(config_, stages_, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
   model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_, options_.lora);
@@ -176,7 +197,7 @@ void Engine::init_weights(std::uint64_t seed) {
 void Engine::load_weights(const std::string& file) {
   // Every rank reads the whole file and keeps its slice: simple and fine for the models that
   // fit one host's memory; sharded checkpoints read hyperslabs instead.
-  model::Transformer whole(config_, model::ShardSpec::whole(config_), options_.head, backend_);
+  model::Transformer whole(config_, model::ShardSpec::whole(config_), options_.head, host_backend());
   const nlohmann::json metadata = io::load_model_weights(file, whole);
   // A scalar head started from a language model's backbone keeps its init (the file has none).
   const bool fresh_head = metadata.value("head", std::string("lm")) != model::head_kind_name(options_.head);
@@ -187,11 +208,30 @@ void Engine::load_from(const model::Transformer& whole) { copy_from_whole(whole,
 
 void Engine::copy_from_whole(const model::Transformer& whole, bool keep_score_head) {
   model::ParameterSet& mine = model_->params();
+  // On a GPU the slices are assembled in a host copy of the values (which keeps what is
+  // not overwritten: adapters, a fresh score head) and copied up once.
+  Tensor values = host_values();
   for (const model::ParameterEntry& e : mine.entries()) {
     if (model::is_lora_parameter(e.name)) continue;  // adapters keep their init: the file is a plain model
     if (keep_score_head && e.name.rfind("score_head.", 0) == 0) continue;
-    copy_slice(e, shard_, mine.value(e), whole.params().value(e.name), /*to_whole=*/false);
+    copy_slice(e, shard_, values.view(e.offset, e.shape), whole.params().value(e.name), /*to_whole=*/false);
   }
+  if (values.raw() != mine.values().raw()) {
+    Tensor device_values = mine.values();
+    backend_.copy(values, device_values);
+  }
+}
+
+Backend& Engine::host_backend() {
+  if (backend_.device() == Device::CPU) return backend_;
+  if (!host_backend_) host_backend_ = make_cpu_backend();
+  return *host_backend_;
+}
+
+Tensor Engine::host_values() {
+  const Tensor& values = model_->params().values();
+  if (values.device() == Device::CPU) return values;
+  return to_host(backend_, values, host_values_);
 }
 
 std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend) {
@@ -200,26 +240,33 @@ std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend)
   constexpr int kTag = 7001;
   if (!leader()) {
     // One copy of each slice is enough: data-parallel rank 0 of each (tp, pp) position sends.
-    if (groups_.dp_rank() == 0) world_comm_->send(model_->params().values(), 0, kTag);
+    if (groups_.dp_rank() == 0) world_comm_->send(host_values(), 0, kTag);  // MPI: host memory
     return nullptr;
   }
-  auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, backend,
+  Backend& host = backend.device() == Device::CPU ? backend : host_backend();
+  auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, host,
                                                     options_.lora);
   auto place = [&](const model::ParameterSet& from, const model::ShardSpec& spec) {
     for (const model::ParameterEntry& e : from.entries()) {
       copy_slice(e, spec, from.value(e), whole->params().value(e.name), /*to_whole=*/true);
     }
   };
-  place(model_->params(), shard_);
+  {
+    const model::ParameterSet& mine = model_->params();
+    const Tensor values = host_values();
+    for (const model::ParameterEntry& e : mine.entries()) {
+      copy_slice(e, shard_, values.view(e.offset, e.shape), whole->params().value(e.name), /*to_whole=*/true);
+    }
+  }
   for (int rank = 1; rank < world; ++rank) {
     const launch::RankCoordinates c = launch::coordinates_of(rank, world, layout);
     if (c.dp_rank != 0) continue;
     const model::ShardSpec spec = shard_for(config_, stages_, c.pp_rank, c.tp_rank, layout.tp);
-    model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head, options_.lora), backend);
+    model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head, options_.lora), host);
     world_comm_->recv(slice.values(), rank, kTag);
     place(slice, spec);
   }
-  if (options_.lora.enabled()) return model::merge_lora(*whole, backend);
+  if (options_.lora.enabled()) return model::merge_lora(*whole, host);
   return whole;
 }
 

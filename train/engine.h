@@ -29,6 +29,12 @@
 // against tp, layers against stages (or the stage_layers override), each thrown as
 // std::invalid_argument naming the setting, identically on every rank.
 //
+// Devices. On a GPU backend (backend.device() == Device::CUDA) the tp, dp and pp groups
+// communicate over NCCL on the backend's stream (launch/nccl_comm.h), so every tensor reaching
+// a Comm stays in device memory; the world communicator stays MPI for host scalars. Weights
+// files are read and written on the host: load_weights reads into host memory and copies
+// this rank's slices up, gather_whole_model assembles the whole model on the host.
+//
 // Ownership: holds its Backend by reference. Threads: the main thread (MPI_THREAD_FUNNELED).
 // Ranks: the constructor and every step method are collective over the world.
 #pragma once
@@ -96,6 +102,7 @@ class Engine {
   int dp_rank() const { return groups_.dp_rank(); }
   int dp_size() const { return groups_.dp_size(); }
   Comm& world() { return *world_comm_; }
+  Backend& backend() { return backend_; }
 
   // Layout-independent init: every layout starts from the same global weights.
   void init_weights(std::uint64_t seed);
@@ -104,7 +111,9 @@ class Engine {
   // This rank's slice of every parameter from a whole model (same config and head).
   void load_from(const model::Transformer& whole);
   // The whole model assembled on world rank 0 (nullptr elsewhere), for saving; with LoRA the
-  // adapters merged into their weights (a plain model). Collective.
+  // adapters merged into their weights (a plain model). Collective. Built with `backend`
+  // when that is a CPU backend, else on a host backend of the engine's own (the result is
+  // always in host memory, ready for io/weights).
   std::unique_ptr<model::Transformer> gather_whole_model(Backend& backend);
 
   void make_optimizer(const optim::AdamWConfig& config);
@@ -170,12 +179,19 @@ class Engine {
   // Replicated kv heads (and, with LoRA, the adapters' replicated halves) summed over tp.
   void sum_tp_replicas(const parallel::TpGroup& tp, model::ParameterSet& params);
   void broadcast_tied_embedding();
+  // `backend_` when it computes on the CPU, else a CPU backend made on first use, for the
+  // host-side copies of whole models.
+  Backend& host_backend();
+  // This shard's parameter values in host memory: the buffer itself on the CPU backend,
+  // else a copy in host_values_.
+  Tensor host_values();
 
   model::ModelConfig config_;
   EngineOptions options_;
   Backend& backend_;
   launch::ProcessGroups groups_;
   std::unique_ptr<launch::MpiComm> world_comm_, tp_mpi_, dp_mpi_, pp_mpi_;
+  std::unique_ptr<Comm> tp_device_, dp_device_, pp_device_;  // NCCL comms on a GPU backend, else null
   std::unique_ptr<parallel::TimingComm> tp_comm_, dp_comm_, pp_comm_;  // null when the group has one rank
   parallel::PpGroup pp_;
   std::vector<std::int64_t> stages_;  // layers per pipeline stage
@@ -187,6 +203,8 @@ class Engine {
   model::Transformer::GradRange trainable_;                   // what the optimizer updates
   std::uint64_t seed_ = 0;                                    // of init_weights: keys LoRA dropout
   Tensor zero_scratch_;
+  std::unique_ptr<Backend> host_backend_;  // GPU backend only (host_backend())
+  Tensor host_values_;                     // GPU backend only (host_values())
   Tensor tied_peer_grad_;  // the other stage's tied-embedding gradient
   // Flat-buffer ranges (offset, length, weight) whose squared gradients this rank adds to the
   // global norm: built at construction, rebuilt by make_optimizer() for the ZeRO-1 shard.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "core/mix64.h"
+#include "core/transfer.h"
 
 namespace loom::train {
 namespace {
@@ -78,6 +79,8 @@ model::GenerationResult generate(Engine& engine, const std::vector<std::vector<s
 
   // One forward through every stage; the last stage then chooses the next inputs and
   // every stage learns them.
+  Backend& backend = model.backend();
+  Tensor host_logits, device_choice;
   auto step = [&](const Tensor& ids, std::int64_t pos, std::int64_t choose_pos) {
     const Tensor* hidden = nullptr;
     if (pp.first()) {
@@ -89,13 +92,22 @@ model::GenerationResult generate(Engine& engine, const std::vector<std::vector<s
     }
     const Tensor& out = model.decode_blocks(*hidden, cache, pos);
     if (pp.last()) {
-      steps.choose(model.decode_head(out), choose_pos);
+      steps.choose(model::last_logits_on_host(backend, model.decode_head(out), host_logits), choose_pos);
     } else {
       pp.comm->send(out, pp.rank + 1, kHiddenTag);
     }
-    if (pp.size > 1) {
+    if (pp.size > 1 && backend.device() == Device::CPU) {
       pp.comm->broadcast(steps.choice(), pp.size - 1);
       if (!pp.last()) steps.apply(steps.choice());
+    } else if (pp.size > 1) {
+      // The pipeline comm moves device memory (NCCL): the choice travels through a device copy.
+      Tensor& shared = fit_buffer(device_choice, steps.choice(), backend.device());
+      if (pp.last()) backend.copy(steps.choice(), shared);
+      pp.comm->broadcast(shared, pp.size - 1);
+      if (!pp.last()) {
+        backend.copy(shared, steps.choice());
+        steps.apply(steps.choice());
+      }
     }
   };
 

@@ -7,6 +7,7 @@
 #include "core/align/rl.h"
 #include "core/optim/grad_clip.h"
 #include "train/align_settings.h"
+#include "train/device.h"
 #include "train/loop.h"
 #include "train/rollout.h"
 #include "train/seq_work.h"
@@ -149,7 +150,7 @@ int run_grpo(const config::Config& config) {
                               " needs a reference model: set rollout.reference or train.init_from (or grpo.beta=0)");
   }
 
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(config, "loom-grpo");
   const EngineOptions engine_opts = engine_options(config);
   const std::unique_ptr<Engine> policy_owner = make_engine(in.model, engine_opts, *backend);
   Engine& policy = *policy_owner;

@@ -7,6 +7,7 @@
 #include "core/align/rl.h"
 #include "core/optim/grad_clip.h"
 #include "train/align_settings.h"
+#include "train/device.h"
 #include "train/loop.h"
 #include "train/rollout.h"
 #include "train/seq_work.h"
@@ -270,7 +271,7 @@ int run_ppo(const config::Config& config) {
   const double lr = config.get_float("train.lr");
   options.critic_lr_scale = config.get_float("ppo.critic_lr") > 0 && lr > 0 ? config.get_float("ppo.critic_lr") / lr : 1.0;
 
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(config, "loom-ppo");
   const EngineOptions actor_options = engine_options(config);
   const std::unique_ptr<Engine> actor = make_engine(in.model, actor_options, *backend);
   const BatchShape shape = batch_shape(config, actor->dp_size(), 1);

@@ -8,6 +8,7 @@
 #include "core/optim/grad_clip.h"
 #include "io/tokenizer/tokenizer.h"
 #include "train/align_settings.h"
+#include "train/device.h"
 #include "train/loop.h"
 #include "train/pairs.h"
 #include "train/seq_work.h"
@@ -136,7 +137,7 @@ config::Schema rm_schema() {
 int run_rm(const config::Config& config) {
   const std::string program = "loom-rm";
   const TrainerInputs in = load_trainer_inputs(config, "preference");
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(config, "loom-rm");
   const std::unique_ptr<Engine> engine_owner =
       make_engine(in.model, engine_options(config, model::HeadKind::Scalar), *backend);
   Engine& engine = *engine_owner;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/parallel/pipeline.h"
+#include "core/transfer.h"
 #include "train/engine.h"
 
 namespace loom::train {
@@ -56,7 +57,7 @@ class TokenLogpWork final : public RowsWork {
     callback_(micro, logp_, dlogp);
     // loss_t = -logp_t, so ∂L/∂loss_t = -∂L/∂logp_t.
     for (std::int64_t i = 0; i < n; ++i) dloss_.data<float>()[i] = -dlogp[static_cast<std::size_t>(i)];
-    return model.lm_head_backward(dloss_, slot);
+    return model.lm_head_backward(to_backend(model.backend(), dloss_, dloss_device_), slot);
   }
   void head_forward(model::Transformer& model, const Tensor& hidden, int micro, int slot) override {
     forward(model, hidden, micro, slot);
@@ -66,7 +67,8 @@ class TokenLogpWork final : public RowsWork {
  private:
   std::int64_t forward(model::Transformer& model, const Tensor& hidden, int micro, int slot) {
     model.lm_head_forward(hidden, rows(targets_, micro), slot);
-    const Tensor losses = model.lm_token_losses();
+    const Tensor device_losses = model.lm_token_losses();
+    const Tensor& losses = to_host(model.backend(), device_losses, losses_host_);
     const std::int64_t n = losses.numel();
     logp_.resize(static_cast<std::size_t>(n));
     const float* l = losses.data<float>();
@@ -77,7 +79,8 @@ class TokenLogpWork final : public RowsWork {
 
   Callback callback_;
   std::vector<float> logp_;
-  Tensor dloss_;
+  Tensor dloss_;                       // host; dloss_device_ its copy on a GPU backend
+  Tensor dloss_device_, losses_host_;  // unused on the CPU backend
 };
 
 class ValueWork final : public RowsWork {
@@ -89,23 +92,24 @@ class ValueWork final : public RowsWork {
       : RowsWork(ids, ids, micro_rows), callback_(std::move(callback)) {}
 
   const Tensor& head_forward_backward(model::Transformer& model, const Tensor& hidden, int micro, int slot) override {
-    const Tensor& values = model.scalar_head_forward(hidden, slot);
+    const Tensor& values = to_host(model.backend(), model.scalar_head_forward(hidden, slot), values_host_);
     const std::int64_t n = values.numel();
     if (!dvalues_.defined() || dvalues_.numel() != n) dvalues_ = Tensor::empty({values.dim(0), values.dim(1)}, DType::F32);
     float* d = dvalues_.data<float>();
     std::fill(d, d + n, 0.0f);
     callback_(micro, std::span<const float>(values.data<float>(), static_cast<std::size_t>(n)),
               std::span<float>(d, static_cast<std::size_t>(n)));
-    return model.scalar_head_backward(dvalues_, slot);
+    return model.scalar_head_backward(to_backend(model.backend(), dvalues_, dvalues_device_), slot);
   }
   void head_forward(model::Transformer& model, const Tensor& hidden, int micro, int slot) override {
-    const Tensor& values = model.scalar_head_forward(hidden, slot);
+    const Tensor& values = to_host(model.backend(), model.scalar_head_forward(hidden, slot), values_host_);
     callback_(micro, std::span<const float>(values.data<float>(), static_cast<std::size_t>(values.numel())), {});
   }
 
  private:
   Callback callback_;
-  Tensor dvalues_;
+  Tensor dvalues_;                        // host; dvalues_device_ its copy on a GPU backend
+  Tensor dvalues_device_, values_host_;  // unused on the CPU backend
 };
 
 // Forward-only passes of a (frozen or sampling-time) model over rows ids [rows, T] in

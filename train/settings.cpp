@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "train/device.h"
+
 namespace loom::train {
 
 void add_run_settings(config::Schema& schema) {
@@ -72,6 +74,7 @@ void add_train_settings(config::Schema& schema) {
   schema.add_path("train.init_from", config::unset,
                   "Start from this weights file (a previous run's model.h5) instead of a random init");
   schema.add_int("train.threads", 0, "CPU threads for kernels and GEMM; 0 = all cores", {.min = 0});
+  add_device_setting(schema);
   schema.add_int("train.log_every", 10, "Write a metrics line every N steps", {.min = 1});
   schema.add_string("train.resume", std::string("auto"),
                     "auto = continue from the newest valid checkpoint under checkpoint.dir if there is one; never = "

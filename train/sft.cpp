@@ -16,6 +16,7 @@
 #include "io/record/run_record.h"
 #include "io/tokenizer/tokenizer.h"
 #include "io/weights/model_weights.h"
+#include "train/device.h"
 #include "train/engine.h"
 #include "train/lm_work.h"
 #include "train/loop.h"
@@ -111,7 +112,7 @@ class SftTrainer final : public Trainer {
     if (!val_store_) return std::nullopt;
     const model::LossSum val = evaluate(engine_, val_store_, loader_options_, shape_.micro_rows, eval_batches_);
     val_ppl_ = std::exp(val.mean());
-    return Validation{val.mean(), {{"val_loss", val.mean()}, {"val_ppl", *val_ppl_}, {"val_tokens", val.count}}};
+    return Validation{val.mean(), {{"val_loss", val.mean()}, {"val_ppl", *val_ppl_}, {"val_tokens", val.count}}, std::nullopt, {}};
   }
 
   nlohmann::json results() override {
@@ -134,7 +135,7 @@ class SftTrainer final : public Trainer {
 
 int run_sft(const config::Config& config) {
   const TrainerInputs in = load_trainer_inputs(config);
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(config, "loom-sft");
   const EngineOptions options = engine_options(config);
   const std::unique_ptr<Engine> engine_owner = make_engine(in.model, options, *backend);
   Engine& engine = *engine_owner;

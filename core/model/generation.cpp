@@ -178,6 +178,22 @@ void GenerationSteps::apply(const Tensor& choice) {
   finished_ = step[2 * B] == 0;
 }
 
+const Tensor& last_logits_on_host(Backend& backend, const Tensor& logits, Tensor& buffer) {
+  if (logits.device() == Device::CPU) return logits;
+  if (logits.ndim() != 3) {
+    throw std::invalid_argument("generate: logits must be [B, T, V], got " + logits.describe());
+  }
+  const std::int64_t B = logits.dim(0), T = logits.dim(1), V = logits.dim(2);
+  if (!buffer.defined() || buffer.shape() != Shape{B, 1, V} || buffer.device() != Device::CPU) {
+    buffer = Tensor::empty({B, 1, V}, DType::F32, Device::CPU);
+  }
+  for (std::int64_t b = 0; b < B; ++b) {
+    Tensor row = buffer.view(b * V, {V});
+    backend.copy(logits.view((b * T + T - 1) * V, {V}), row);
+  }
+  return buffer;
+}
+
 GenerationResult generate(Transformer& model, const std::vector<std::vector<std::int32_t>>& prompts,
                           const GenerationConfig& config) {
   GenerationSteps steps(prompts, config, model.config().vocab_size);
@@ -190,8 +206,9 @@ GenerationResult generate(Transformer& model, const std::vector<std::vector<std:
   result.prefill_seconds = seconds_since(t0);
 
   const auto t1 = Clock::now();
+  Tensor host_logits;
   for (std::int64_t pos = steps.prefill_length();; ++pos) {
-    steps.choose(*logits, pos);
+    steps.choose(last_logits_on_host(model.backend(), *logits, host_logits), pos);
     if (steps.finished()) break;
     logits = &model.forward_decode(steps.step_ids(), cache, pos);
   }

@@ -54,6 +54,11 @@ std::int32_t sample_token(const float* logits, std::int64_t vocab, const Samplin
 // The sampler's uniform draw in [0, 1) for (seed, sequence id, position).
 double sampling_uniform(std::uint64_t seed, std::uint64_t sequence, std::int64_t position);
 
+// The logits choose() reads, on the host: `logits` [B, T, V] itself when it is in host
+// memory, else its last position of each sequence copied into `buffer` as [B, 1, V] (one
+// copy per sequence and step; sampling stays on the host).
+const Tensor& last_logits_on_host(Backend& backend, const Tensor& logits, Tensor& buffer);
+
 // The host-side bookkeeping of one batched generation, shared by generate() and the
 // distributed driver (train/generator.h): checks the prompts and settings, gives the
 // prefill ids, and per decode step either chooses every sequence's next input from the

@@ -7,22 +7,41 @@ namespace loom::model {
 
 KvCache::KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacity, Device device, KvCacheKind kind)
     : kind_(kind), batch_(batch), capacity_(capacity) {
-  if (batch <= 0 || capacity <= 0) {
-    throw std::invalid_argument("KvCache: batch and capacity must be positive, got batch " + std::to_string(batch) +
-                                ", capacity " + std::to_string(capacity));
-  }
   if (device != Device::CPU) {
-    throw std::invalid_argument("KvCache: only CPU caches are supported so far");
+    throw std::invalid_argument("KvCache: a cache on " + std::string(device_name(device)) +
+                                " needs the backend to zero it (the Backend& constructor)");
   }
-  const Shape shape{batch, dims.kv_heads, capacity, dims.head_dim};
-  const Shape scale_shape{batch, dims.kv_heads, capacity};
+  allocate(dims, nullptr);
+}
+
+KvCache::KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacity, Backend& backend, KvCacheKind kind)
+    : kind_(kind), batch_(batch), capacity_(capacity) {
+  if (backend.device() != Device::CPU && int8()) {
+    throw std::invalid_argument("KvCache: the int8 cache runs on the CPU backend only, not on " + backend.name());
+  }
+  allocate(dims, backend.device() == Device::CPU ? nullptr : &backend);
+}
+
+void KvCache::allocate(const ShardDims& dims, Backend* device_backend) {
+  if (batch_ <= 0 || capacity_ <= 0) {
+    throw std::invalid_argument("KvCache: batch and capacity must be positive, got batch " + std::to_string(batch_) +
+                                ", capacity " + std::to_string(capacity_));
+  }
+  const Shape shape{batch_, dims.kv_heads, capacity_, dims.head_dim};
+  const Shape scale_shape{batch_, dims.kv_heads, capacity_};
   const DType dtype = int8() ? DType::I8 : DType::F32;
+  auto zeroed = [&](const Shape& s, DType t) {
+    if (device_backend == nullptr) return Tensor::zeros(s, t);
+    Tensor x = Tensor::empty(s, t, device_backend->device());
+    device_backend->fill(x, 0.0f);
+    return x;
+  };
   for (std::int64_t layer = 0; layer < dims.layers; ++layer) {
-    k_.push_back(Tensor::zeros(shape, dtype));
-    v_.push_back(Tensor::zeros(shape, dtype));
+    k_.push_back(zeroed(shape, dtype));
+    v_.push_back(zeroed(shape, dtype));
     if (int8()) {
-      k_scales_.push_back(Tensor::zeros(scale_shape, DType::F32));
-      v_scales_.push_back(Tensor::zeros(scale_shape, DType::F32));
+      k_scales_.push_back(zeroed(scale_shape, DType::F32));
+      v_scales_.push_back(zeroed(scale_shape, DType::F32));
     }
   }
 }

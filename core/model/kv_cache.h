@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/model/activations.h"
 #include "core/tensor.h"
 
@@ -28,6 +29,10 @@ class KvCache {
   KvCache() = default;
   // Zero-filled cache for `batch` sequences of up to `capacity` positions.
   KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacity, Device device,
+          KvCacheKind kind = KvCacheKind::F32);
+  // The same on the backend's device, zeroed through it (a GPU cache is f32 only: the
+  // int8 cache's kernels are CPU-only).
+  KvCache(const ShardDims& dims, std::int64_t batch, std::int64_t capacity, Backend& backend,
           KvCacheKind kind = KvCacheKind::F32);
 
   KvCacheKind kind() const { return kind_; }
@@ -49,6 +54,8 @@ class KvCache {
   std::int64_t bytes() const;
 
  private:
+  // Zero-filled tensors: on the host (device_backend null) or on that backend's device.
+  void allocate(const ShardDims& dims, Backend* device_backend);
   Tensor& layer_tensor(std::vector<Tensor>& tensors, const char* name, std::int64_t layer);
 
   KvCacheKind kind_ = KvCacheKind::F32;

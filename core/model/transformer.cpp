@@ -6,6 +6,7 @@
 
 #include "core/mix64.h"
 #include "core/model/init.h"
+#include "core/transfer.h"
 
 namespace loom::model {
 
@@ -155,6 +156,7 @@ SlotActivations& Transformer::slot_for(int slot, std::int64_t batch, std::int64_
   if (slots_.size() <= index) {
     slots_.resize(index + 1);
     slot_ids_.resize(index + 1);
+    slot_ids_device_.resize(index + 1);
     slot_hidden_.resize(index + 1);
   }
   if (!slots_[index]) slots_[index] = std::make_unique<SlotActivations>();
@@ -180,7 +182,8 @@ const Tensor& Transformer::embed_forward(const Tensor& ids, int slot) {
   check_tokens(ids, "ids", "embed_forward");
   const std::int64_t B = ids.dim(0), T = ids.dim(1), C = dims_.d_model;
   SlotActivations& s = slot_for(slot, B, T);
-  parallel::VocabParallelEmbedding::forward(tp_, backend_, ids.reshape({B * T}), token_embedding_, s.input);
+  const Tensor& device_ids = to_backend(backend_, ids, slot_ids_device_[static_cast<std::size_t>(slot)]);
+  parallel::VocabParallelEmbedding::forward(tp_, backend_, device_ids.reshape({B * T}), token_embedding_, s.input);
   if (position_embedding_.defined()) {
     const Tensor positions = position_embedding_.view(0, {T, C});
     for (std::int64_t b = 0; b < B; ++b) {
@@ -188,7 +191,7 @@ const Tensor& Transformer::embed_forward(const Tensor& ids, int slot) {
       backend_.add_inplace(rows, positions);
     }
   }
-  slot_ids_[static_cast<std::size_t>(slot)] = ids;
+  slot_ids_[static_cast<std::size_t>(slot)] = device_ids;
   return s.input;
 }
 
@@ -317,7 +320,7 @@ LossSum Transformer::lm_head_forward(const Tensor& hidden, const Tensor& targets
 
   head_norm_forward(hidden, s, slot);
   head_linear_.forward(backend_, s.final_norm_out, ws.logits);
-  targets_ = targets.reshape({N});
+  targets_ = to_backend(backend_, targets, targets_device_).reshape({N});
   Tensor losses = ws.loss_terms.view(0, {N});
   Tensor counted = ws.loss_terms.view(N, {N, 1});
   vocab_ce_.forward(tp_, backend_, ws.logits, targets_, losses);
@@ -431,7 +434,7 @@ KvCache Transformer::make_kv_cache(std::int64_t batch, std::int64_t capacity) co
                                 " exceeds max_seq_len " + std::to_string(config_.max_seq_len));
   }
   const bool int8 = !blocks_.empty() && blocks_.front().kv_int8();
-  return KvCache(dims_, batch, capacity, backend_.device(), int8 ? KvCacheKind::Int8 : KvCacheKind::F32);
+  return KvCache(dims_, batch, capacity, backend_, int8 ? KvCacheKind::Int8 : KvCacheKind::F32);
 }
 
 const Tensor& Transformer::forward_decode(const Tensor& ids, KvCache& cache, std::int64_t start_pos) {
@@ -454,7 +457,8 @@ const Tensor& Transformer::decode_embed(const Tensor& ids, std::int64_t start_po
                                 std::to_string(config_.max_seq_len) + ")");
   }
   Tensor& hidden = decode_input(B, T);
-  parallel::VocabParallelEmbedding::forward(tp_, backend_, ids.reshape({B * T}), token_embedding_, hidden);
+  const Tensor& device_ids = to_backend(backend_, ids, decode_ids_device_);
+  parallel::VocabParallelEmbedding::forward(tp_, backend_, device_ids.reshape({B * T}), token_embedding_, hidden);
   if (position_embedding_.defined()) {
     const Tensor positions = position_embedding_.view(start_pos * C, {T, C});
     for (std::int64_t b = 0; b < B; ++b) {

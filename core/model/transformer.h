@@ -24,7 +24,9 @@
 // set_lora_dropout() has said which step and rows they belong to.
 //
 // Inputs held by reference: ids and targets are kept (as Tensor handles) from forward to
-// backward; the caller must not overwrite them in between.
+// backward; the caller must not overwrite them in between. They may be host tensors on any
+// backend: a GPU shard copies them into device buffers it keeps (core/transfer.h). Outputs
+// (losses, values, logits) stay on the backend's device; host readers use to_host.
 //
 // Tensor parallelism: a shard with tp_size > 1 runs once set_tensor_parallel() has given it
 // its tp group; the blocks, the vocab-parallel embedding and the vocab-parallel LM head and
@@ -226,7 +228,11 @@ class Transformer {
 
   std::vector<std::unique_ptr<SlotActivations>> slots_;
   Workspace workspace_;
-  std::vector<Tensor> slot_ids_;      // ids seen by embed_forward, per slot
+  std::vector<Tensor> slot_ids_;      // ids seen by embed_forward, per slot (on the backend's device)
+  // Device copies of host ids and targets (unused on the CPU backend): one buffer per slot
+  // for the ids embed_backward needs again, one for the head's targets, one for decoding.
+  std::vector<Tensor> slot_ids_device_;
+  Tensor targets_device_, decode_ids_device_;
   std::vector<Tensor> slot_hidden_;   // the hidden state the head read, per slot
   Tensor targets_;                    // of the last lm_head_forward, [N] i32
   Tensor host_loss_totals_;           // [2, 1] f32 on the CPU: {Σ loss, count} read back

@@ -45,10 +45,16 @@ void GatherVocabFromTp::forward(const TpGroup& tp, Backend& backend, const Tenso
   // all holds rank r's slice of row n at row r·N + n; full row n is the slices of every rank
   // side by side, i.e. row n·tp + r of full viewed as [N·tp, V/tp].
   if (!order.defined() || order.numel() != parts * rows) {
-    order = Tensor::empty({parts * rows}, DType::I32);
-    std::int32_t* index = order.data<std::int32_t>();
+    Tensor host = Tensor::empty({parts * rows}, DType::I32);
+    std::int32_t* index = host.data<std::int32_t>();
     for (std::int64_t n = 0; n < rows; ++n) {
       for (std::int64_t r = 0; r < parts; ++r) index[n * parts + r] = static_cast<std::int32_t>(r * rows + n);
+    }
+    if (backend.device() == Device::CPU) {
+      order = host;
+    } else {
+      order = Tensor::empty(host.shape(), DType::I32, backend.device());
+      backend.copy(host, order);
     }
   }
   Tensor out = full.reshape({rows * parts, vocab_slice});
