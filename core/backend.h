@@ -11,7 +11,9 @@
 //    residual branches and gradient accumulation free.
 //  * Weights follow PyTorch: a linear layer's weight is [out, in], y = x W^T + b.
 //  * Integer ids and targets are i32. A target < 0 is ignored (no loss, no gradient).
-//  * The CPU backend computes in f32. Other backends may store bf16 and accumulate in f32.
+//  * Floating tensors may be f32 or bf16 storage, one dtype per call; arithmetic is f32 on
+//    every backend (the CPU backend rounds each bf16 output once). docs/cuda.md "Dtypes"
+//    lists the tensors that are always f32.
 //
 // Threads: a Backend may run its ops on several threads internally; calls into one
 // Backend object must come from one thread at a time. Ranks: nothing here communicates.

@@ -14,11 +14,30 @@ MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
     case DType::F32: return MPI_FLOAT;
     case DType::I32: return MPI_INT32_T;
-    case DType::BF16: return MPI_UINT16_T;  // moved as raw bits, never reduced
+    case DType::BF16: return MPI_UINT16_T;  // raw bits; sums go through bf16_sum_op()
     case DType::I8: return MPI_INT8_T;
   }
   return MPI_DATATYPE_NULL;
 }
+
+// bf16 sums: each pairwise addition in f32, rounded to bf16 (what NCCL's bf16 sum does).
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const bf16*>(in);
+  auto* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+}
+
+// Created on first use (after MPI_Init) and kept until MPI_Finalize frees it.
+MPI_Op bf16_sum_op() {
+  static const MPI_Op op = [] {
+    MPI_Op created;
+    MPI_CHECK(MPI_Op_create(&bf16_sum, /*commute=*/1, &created));
+    return created;
+  }();
+  return op;
+}
+
+MPI_Op sum_op(DType dtype) { return dtype == DType::BF16 ? bf16_sum_op() : MPI_SUM; }
 
 void check_cpu(const char* call, const Tensor& tensor) {
   if (!tensor.defined()) throw std::invalid_argument(std::string("MpiComm::") + call + ": tensor is undefined");
@@ -30,9 +49,9 @@ void check_cpu(const char* call, const Tensor& tensor) {
 
 void check_reducible(const char* call, const Tensor& tensor) {
   check_cpu(call, tensor);
-  if (tensor.dtype() != DType::F32 && tensor.dtype() != DType::I32) {
+  if (tensor.dtype() == DType::I8) {
     throw std::invalid_argument(std::string("MpiComm::") + call + ": cannot sum " + tensor.describe() +
-                                "; reductions take f32 or i32 (accumulate bf16 gradients in f32)");
+                                "; reductions take f32, bf16 or i32");
   }
 }
 
@@ -107,7 +126,7 @@ void MpiComm::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
 void MpiComm::all_reduce_sum(Tensor& tensor) {
   check_reducible("all_reduce_sum", tensor);
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.raw(), mpi_count("all_reduce_sum", tensor.numel()),
-                          mpi_type(tensor.dtype()), MPI_SUM, comm_));
+                          mpi_type(tensor.dtype()), sum_op(tensor.dtype()), comm_));
 }
 
 void MpiComm::all_reduce_host(std::span<double> values, ReduceOp op) {
@@ -120,7 +139,7 @@ void MpiComm::reduce_scatter_sum(const Tensor& in, Tensor& out) {
   check_reducible("reduce_scatter_sum", in);
   check_scatter_shapes("reduce_scatter_sum", in, out, size_);
   MPI_CHECK(MPI_Reduce_scatter_block(in.raw(), out.raw(), mpi_count("reduce_scatter_sum", out.numel()),
-                                     mpi_type(in.dtype()), MPI_SUM, comm_));
+                                     mpi_type(in.dtype()), sum_op(in.dtype()), comm_));
 }
 
 void MpiComm::all_gather(const Tensor& in, Tensor& out) {
@@ -153,7 +172,7 @@ Request MpiComm::all_reduce_sum_async(Tensor& tensor) {
   check_reducible("all_reduce_sum_async", tensor);
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, tensor.raw(), mpi_count("all_reduce_sum_async", tensor.numel()),
-                           mpi_type(tensor.dtype()), MPI_SUM, comm_, &request));
+                           mpi_type(tensor.dtype()), sum_op(tensor.dtype()), comm_, &request));
   return make_request(request, tensor);
 }
 
@@ -162,7 +181,7 @@ Request MpiComm::reduce_scatter_sum_async(const Tensor& in, Tensor& out) {
   check_scatter_shapes("reduce_scatter_sum_async", in, out, size_);
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Ireduce_scatter_block(in.raw(), out.raw(), mpi_count("reduce_scatter_sum_async", out.numel()),
-                                      mpi_type(in.dtype()), MPI_SUM, comm_, &request));
+                                      mpi_type(in.dtype()), sum_op(in.dtype()), comm_, &request));
   return make_request(request, in, out);
 }
 

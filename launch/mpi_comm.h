@@ -1,6 +1,7 @@
 // MpiComm: the Comm contract (core/comm.h) over an MPI communicator, for CPU tensors.
-// Reductions support f32 and i32 (MPI has no bf16 sum); gathers, broadcasts and
-// point-to-point transfers move any dtype as raw elements.
+// Reductions support f32, i32 and bf16 (MPI has no bf16 type: a user-defined op adds pairs
+// in f32 and rounds each sum to bf16, as NCCL does); gathers, broadcasts and point-to-point
+// transfers move any dtype as raw elements.
 //
 // Ownership: an MpiComm made from ProcessGroups holds a copy of them, so the communicator
 // stays valid as long as the MpiComm lives. One made from a raw MPI_Comm does not own it.

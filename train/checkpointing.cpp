@@ -211,6 +211,7 @@ void load_checkpoint_parameters(io::ckpt::CheckpointReader& reader, Engine& engi
   }
   reader.read_all(requests);
   targets.upload();
+  engine.model().params().refresh_compute_values(engine.backend());
 }
 
 void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedModel& model) {
@@ -240,6 +241,7 @@ void Checkpointer::load(io::ckpt::CheckpointReader& reader, const CheckpointedMo
   }
   reader.read_all(requests);
   targets.upload();
+  params.refresh_compute_values(engine.backend());
   for (const Engine::OptimizerPart& part : engine.optimizer_parts()) part.optimizer->set_steps_taken(optimizer_steps);
 }
 

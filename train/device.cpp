@@ -16,8 +16,18 @@ namespace loom::train {
 
 void add_device_setting(config::Schema& schema) {
   schema.add_enum("train.device", std::string("cpu"), {"cpu", "cuda"},
-                  "Where the model trains: cpu, or cuda (rank r on GPU local_rank % GPUs; f32; needs a CUDA build, "
+                  "Where the model trains: cpu, or cuda (rank r on GPU local_rank % GPUs; needs a CUDA build, "
                   "see docs/cuda.md)");
+  schema.add_enum("train.precision", std::string("f32"), {"f32", "bf16"},
+                  "f32, or bf16: bf16 weights, activations and gradients over f32 master weights and AdamW state "
+                  "(checkpoints keep the f32 masters). For GPUs; the CPU emulates bf16 storage, slowly");
+}
+
+DType precision_from(const config::Config& config) {
+  const std::string precision = config.get_string("train.precision");
+  if (precision == "f32") return DType::F32;
+  if (precision == "bf16") return DType::BF16;
+  throw config::ConfigError("train.precision: expected f32 or bf16, got '" + precision + "'");
 }
 
 bool built_with_cuda() {

@@ -20,8 +20,11 @@
 
 namespace loom::train {
 
-// train.device (registered by add_train_settings).
+// train.device and train.precision (registered by add_train_settings).
 void add_device_setting(config::Schema& schema);
+
+// train.precision as a compute dtype: f32, or bf16 (mixed precision over f32 masters).
+DType precision_from(const config::Config& config);
 
 // True when this loom was built with the CUDA backend (LOOM_HAVE_CUDA).
 bool built_with_cuda();

@@ -171,7 +171,8 @@ Engine::Engine(const model::ModelConfig& config, const EngineOptions& options, B
   make(launch::GroupAxis::Pp, pp_mpi_, pp_device_, pp_comm_);
   pp_ = parallel::PpGroup{pp_comm_.get(), groups_.pp_rank(), groups_.pp_size()};
   shard_ = shard_for(config_, stages_, groups_.pp_rank(), groups_.tp_rank(), groups_.tp_size());
-  model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_, options_.lora);
+  model_ = std::make_unique<model::Transformer>(config_, shard_, options_.head, backend_, options_.lora,
+                                                options_.precision);
   trainable_ = model_->trainable_range();
   if (groups_.tp_size() > 1) {
     model_->set_tensor_parallel(parallel::TpGroup{tp_comm_.get(), groups_.tp_rank(), groups_.tp_size()});
@@ -220,6 +221,7 @@ void Engine::copy_from_whole(const model::Transformer& whole, bool keep_score_he
     Tensor device_values = mine.values();
     backend_.copy(values, device_values);
   }
+  mine.refresh_compute_values(backend_);
 }
 
 Backend& Engine::host_backend() {
@@ -285,6 +287,9 @@ void Engine::make_optimizer(const optim::AdamWConfig& config) {
     tail_optimizer_ = std::make_unique<optim::AdamW>(params, config, backend_, begin + dp * zero_shard_, end);
   }
   zero_scratch_ = Tensor::empty({zero_shard_}, DType::F32, backend_.device());
+  zero_grad_scratch_ = params.mixed_precision()
+                           ? Tensor::empty({zero_shard_}, params.compute_dtype(), backend_.device())
+                           : zero_scratch_;
   build_norm_ranges();
 }
 
@@ -326,7 +331,7 @@ parallel::PipelineTimes Engine::forward_only(parallel::StageWork& work, int micr
 void Engine::exchange_tied_embedding_grads() {
   if (!tied_copies_ || !(pp_.first() || pp_.last())) return;
   Tensor grad = model_->params().grad("embed.tokens.weight");
-  if (!tied_peer_grad_.defined()) tied_peer_grad_ = Tensor::empty(grad.shape(), DType::F32, backend_.device());
+  if (!tied_peer_grad_.defined()) tied_peer_grad_ = Tensor::empty(grad.shape(), grad.dtype(), backend_.device());
   Tensor& other = tied_peer_grad_;
   const int peer = pp_.first() ? pp_.size - 1 : 0;
   Request sent = pp_comm_->send_async(grad, peer, 9001);
@@ -357,9 +362,9 @@ double Engine::reduce_gradients() {
     exchange_tied_embedding_grads();
     const std::int64_t dp = groups_.dp_size(), r = groups_.dp_rank(), begin = trainable_.begin;
     Tensor body = params.grads().view(begin, {dp * zero_shard_});
-    dp_comm_->reduce_scatter_sum(body, zero_scratch_);
+    dp_comm_->reduce_scatter_sum(body, zero_grad_scratch_);
     Tensor mine = params.grads().view(begin + r * zero_shard_, {zero_shard_});
-    backend_.copy(zero_scratch_, mine);
+    backend_.copy(zero_grad_scratch_, mine);
     if (tail_optimizer_) {
       Tensor tail = params.grads().view(begin + dp * zero_shard_, {trainable_.end - begin - dp * zero_shard_});
       dp_comm_->all_reduce_sum(tail);
@@ -434,6 +439,7 @@ void Engine::optimizer_step(float lr, float grad_scale) {
     Tensor body = params.values().view(begin, {dp * zero_shard_});
     dp_comm_->all_gather(zero_scratch_, body);
     broadcast_tied_embedding();
+    params.refresh_compute_values(backend_, trainable_.begin, trainable_.end);  // the other ranks' shards
   }
 }
 
@@ -452,8 +458,10 @@ MemoryReport Engine::memory(int micro_batches, std::int64_t micro_rows, std::int
   MemoryReport m;
   const std::int64_t numel = model_->params().numel();
   const std::int64_t trainable = trainable_.end - trainable_.begin;
-  m.parameters = numel * 4;
-  m.gradients = numel * 4;  // allocated whole; under LoRA only the adapters' part is ever written
+  const std::int64_t compute_bytes = static_cast<std::int64_t>(dtype_size(options_.precision));
+  // bf16: the f32 masters plus the bf16 compute copy.
+  m.parameters = numel * 4 + (options_.precision == DType::F32 ? 0 : numel * compute_bytes);
+  m.gradients = numel * compute_bytes;  // allocated whole; under LoRA only the adapters' part is ever written
   std::int64_t state = trainable;  // ZeRO-1: this rank's shard plus the shared tail
   if (options_.zero1 && groups_.dp_size() > 1) state = zero_shard_ + (trainable - groups_.dp_size() * zero_shard_);
   m.optimizer = 2 * state * 4;
@@ -474,6 +482,7 @@ std::string Engine::describe() const {
   if (shard_.owns_embeddings()) out << " + embeddings";
   if (shard_.owns_head(config_)) out << " + head";
   out << "; " << parallel::schedule_name(options_.schedule) << (options_.zero1 ? ", ZeRO-1" : "");
+  if (options_.precision != DType::F32) out << "; " << dtype_name(options_.precision) << " over f32 master weights";
   if (options_.lora.enabled()) {
     out << "; LoRA r=" << options_.lora.rank << " alpha=" << options_.lora.alpha << " dropout=" << options_.lora.dropout
         << " on";

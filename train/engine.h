@@ -66,6 +66,9 @@ struct EngineOptions {
   // LoRA adapters (rank 0: off). On: only the adapters train; the optimizer, the dp
   // reduction, ZeRO-1 and the gradient norm cover just their contiguous range.
   model::LoraConfig lora;
+  // train.precision: f32, or bf16 (bf16 weights, activations and gradients over f32 master
+  // weights and optimizer state; ParameterSet).
+  DType precision = DType::F32;
 };
 
 // Layers per pipeline stage: the override when given (must have pp entries >= 1 summing to
@@ -202,7 +205,8 @@ class Engine {
   std::int64_t zero_shard_ = 0;                               // ZeRO-1 elements per dp rank
   model::Transformer::GradRange trainable_;                   // what the optimizer updates
   std::uint64_t seed_ = 0;                                    // of init_weights: keys LoRA dropout
-  Tensor zero_scratch_;
+  Tensor zero_scratch_;       // [zero_shard_] f32: this rank's master values for the all-gather
+  Tensor zero_grad_scratch_;  // the same for the gradient's reduce-scatter (compute dtype; zero_scratch_ in f32)
   std::unique_ptr<Backend> host_backend_;  // GPU backend only (host_backend())
   Tensor host_values_;                     // GPU backend only (host_values())
   Tensor tied_peer_grad_;  // the other stage's tied-embedding gradient

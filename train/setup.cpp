@@ -9,6 +9,7 @@
 
 #include "core/kernels/gemm/gemm.h"
 #include "io/record/fingerprint.h"
+#include "train/device.h"
 #include "io/record/run_record.h"
 #include "io/weights/model_weights.h"
 #include "train/settings.h"
@@ -33,6 +34,7 @@ EngineOptions engine_options(const config::Config& config, model::HeadKind head)
   options.stage_layers = config.get_int_list("parallel.stage_layers");
   if (config.schema().find("lora.rank") != nullptr) options.lora = lora_config_from(config);
   options.head = head;
+  if (config.schema().find("train.precision") != nullptr) options.precision = precision_from(config);
   return options;
 }
 

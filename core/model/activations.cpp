@@ -29,26 +29,34 @@ void ShardDims::set_lora(const LoraConfig& lora) {
   lora_dropout = lora.enabled() && lora.dropout > 0.0f;
 }
 
-Tensor Arena::take(const Shape& shape) {
-  constexpr std::int64_t kAlign = 16;  // elements: every piece starts on a 64-byte boundary
-  const std::int64_t offset = used_;
-  used_ += (shape_numel(shape) + kAlign - 1) / kAlign * kAlign;
-  if (storage_ == nullptr) return Tensor();
-  return storage_->view(offset, shape);
+Tensor Arena::take_from(int buffer, const Shape& shape) {
+  // Every piece starts on a 64-byte boundary.
+  const std::int64_t align = 64 / static_cast<std::int64_t>(dtype_size(buffer == 0 ? dtype_ : DType::F32));
+  const std::int64_t offset = used_[buffer];
+  used_[buffer] += (shape_numel(shape) + align - 1) / align * align;
+  if (storage_[buffer] == nullptr) return Tensor();
+  return storage_[buffer]->view(offset, shape);
+}
+
+std::int64_t Arena::bytes() const {
+  return used_[0] * static_cast<std::int64_t>(dtype_size(dtype_)) + used_[1] * static_cast<std::int64_t>(sizeof(float));
 }
 
 namespace {
 
 // Sizes the arena with a counting pass, grows the storage only when needed, then carves.
 template <typename CarveFn>
-void plan_arena(Tensor& storage, Device device, CarveFn carve) {
-  Arena sizing(nullptr);
+void plan_arena(Tensor& storage, Tensor& f32_storage, DType dtype, Device device, CarveFn carve) {
+  Arena sizing(dtype, nullptr, nullptr);
   carve(sizing);
-  if (!storage.defined() || storage.numel() < sizing.used()) {
-    storage = Tensor();  // release first: peak memory stays at one arena
-    storage = Tensor::empty({sizing.used()}, DType::F32, device);
-  }
-  Arena real(&storage);
+  auto grow = [&](Tensor& t, std::int64_t numel, DType type) {
+    if (numel == 0 || (t.defined() && t.numel() >= numel && t.dtype() == type)) return;
+    t = Tensor();  // release first: peak memory stays at one arena
+    t = Tensor::empty({numel}, type, device);
+  };
+  grow(storage, sizing.used(0), dtype);
+  grow(f32_storage, sizing.used(1), DType::F32);
+  Arena real(dtype, &storage, &f32_storage);
   carve(real);
 }
 
@@ -62,15 +70,15 @@ void SlotActivations::carve(Arena& a, const ShardDims& d, bool has_head, std::in
   layers.resize(static_cast<std::size_t>(d.layers));
   for (LayerActivations& l : layers) {
     l.attn_norm_out = a.take({N, C});
-    l.attn_norm_mean = layernorm ? a.take({N}) : Tensor();
-    l.attn_norm_rstd = a.take({N});
+    l.attn_norm_mean = layernorm ? a.take_f32({N}) : Tensor();
+    l.attn_norm_rstd = a.take_f32({N});
     l.qkv = a.take({N, d.qkv_dim()});
     l.attn_out = a.take({N, d.q_dim()});
-    l.attn_lse = a.take({B, d.q_heads, T});
+    l.attn_lse = a.take_f32({B, d.q_heads, T});
     l.residual_mid = a.take({N, C});
     l.mlp_norm_out = a.take({N, C});
-    l.mlp_norm_mean = layernorm ? a.take({N}) : Tensor();
-    l.mlp_norm_rstd = a.take({N});
+    l.mlp_norm_mean = layernorm ? a.take_f32({N}) : Tensor();
+    l.mlp_norm_rstd = a.take_f32({N});
     l.mlp_gate = layernorm ? Tensor() : a.take({N, d.ff});
     l.mlp_up = a.take({N, d.ff});
     l.mlp_act = a.take({N, d.ff});
@@ -82,9 +90,10 @@ void SlotActivations::carve(Arena& a, const ShardDims& d, bool has_head, std::in
     }
   }
   final_norm_out = has_head ? a.take({N, C}) : Tensor();
-  final_norm_mean = has_head && layernorm ? a.take({N}) : Tensor();
-  final_norm_rstd = has_head ? a.take({N}) : Tensor();
-  values = has_head ? a.take({B, T}) : Tensor();
+  final_norm_mean = has_head && layernorm ? a.take_f32({N}) : Tensor();
+  final_norm_rstd = has_head ? a.take_f32({N}) : Tensor();
+  values = has_head ? a.take_f32({B, T}) : Tensor();
+  values_compute = has_head && d.dtype != DType::F32 ? a.take({B, T}) : Tensor();
 }
 
 void SlotActivations::plan(const ShardDims& dims, bool has_head, std::int64_t B, std::int64_t T, Device device) {
@@ -93,7 +102,7 @@ void SlotActivations::plan(const ShardDims& dims, bool has_head, std::int64_t B,
                                 std::to_string(B) + " T=" + std::to_string(T));
   }
   if (B == batch && T == seq) return;
-  plan_arena(storage_, device, [&](Arena& a) { carve(a, dims, has_head, B, T); });
+  plan_arena(storage_, f32_storage_, dims.dtype, device, [&](Arena& a) { carve(a, dims, has_head, B, T); });
   batch = B;
   seq = T;
 }
@@ -109,20 +118,21 @@ void Workspace::carve(Arena& a, const ShardDims& d, bool lm_head, std::int64_t B
   d_mlp_gate = d.family == Family::GPT2 ? Tensor() : a.take({N, d.ff});
   d_mlp_up = a.take({N, d.ff});
   logits = lm_head ? a.take({N, d.vocab}) : Tensor();
-  loss_terms = lm_head ? a.take({2, N}) : Tensor();
-  ones_tokens = lm_head ? a.take({N, 1}) : Tensor();
-  loss_totals = lm_head ? a.take({2, 1}) : Tensor();
+  loss_terms = lm_head ? a.take_f32({2, N}) : Tensor();
+  ones_tokens = lm_head ? a.take_f32({N, 1}) : Tensor();
+  loss_totals = lm_head ? a.take_f32({2, 1}) : Tensor();
   std::int64_t widest = 0;
   for (int t = 0; t < kLoraTargets; ++t) {
     if (d.has_lora(static_cast<LoraTarget>(t))) widest = std::max(widest, d.lora_in(static_cast<LoraTarget>(t)));
   }
   d_lora_u = d.lora_rank > 0 ? a.take({N, d.lora_rank}) : Tensor();
   d_lora_x = d.lora_dropout ? a.take({N, widest}) : Tensor();
+  d_values = !lm_head && d.dtype != DType::F32 ? a.take({N, 1}) : Tensor();
 }
 
 void Workspace::plan(const ShardDims& dims, bool lm_head, std::int64_t B, std::int64_t T, Backend& backend) {
   if (B == batch && T == seq) return;
-  plan_arena(storage_, backend.device(), [&](Arena& a) { carve(a, dims, lm_head, B, T); });
+  plan_arena(storage_, f32_storage_, dims.dtype, backend.device(), [&](Arena& a) { carve(a, dims, lm_head, B, T); });
   if (lm_head) backend.fill(ones_tokens, 1.0f);
   batch = B;
   seq = T;
@@ -130,16 +140,16 @@ void Workspace::plan(const ShardDims& dims, bool lm_head, std::int64_t B, std::i
 
 std::int64_t SlotActivations::bytes_for(const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq) {
   SlotActivations counting;
-  Arena arena(nullptr);
+  Arena arena(dims.dtype, nullptr, nullptr);
   counting.carve(arena, dims, has_head, batch, seq);
-  return arena.used() * static_cast<std::int64_t>(sizeof(float));
+  return arena.bytes();
 }
 
 std::int64_t Workspace::bytes_for(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq) {
   Workspace counting;
-  Arena arena(nullptr);
+  Arena arena(dims.dtype, nullptr, nullptr);
   counting.carve(arena, dims, lm_head, batch, seq);
-  return arena.used() * static_cast<std::int64_t>(sizeof(float));
+  return arena.bytes();
 }
 
 }  // namespace loom::model

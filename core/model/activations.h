@@ -28,6 +28,9 @@ struct ShardDims {
   std::int64_t vocab = 0;        // V / tp
   std::int64_t vocab_global = 0; // V
   std::int64_t layers = 0;       // layers this stage owns
+  // Storage of weights, activations and gradients (f32, or bf16 for mixed precision);
+  // normalisation statistics, log-sum-exps and losses are always f32.
+  DType dtype = DType::F32;
   // LoRA (lora_config.h): the adapters' rank (0: none), which targets carry one (bit t for
   // LoraTarget t) and whether their inputs are dropped out (then saved for the backward).
   std::int64_t lora_rank = 0;
@@ -46,17 +49,23 @@ struct ShardDims {
   static ShardDims of(const ModelConfig& config, const ShardSpec& resolved);
 };
 
-// One contiguous f32 buffer handed out in aligned pieces. With no storage it only counts
-// (the sizing pass).
+// Contiguous buffers handed out in aligned pieces: take() in the compute dtype, take_f32()
+// for statistics. In f32 both come from one buffer; with a bf16 compute dtype the f32
+// pieces live in a second one. Without storage it only counts (the sizing pass).
 class Arena {
  public:
-  explicit Arena(Tensor* storage) : storage_(storage) {}
-  Tensor take(const Shape& shape);
-  std::int64_t used() const { return used_; }
+  Arena(DType dtype, Tensor* storage, Tensor* f32_storage) : dtype_(dtype), storage_{storage, f32_storage} {}
+  Tensor take(const Shape& shape) { return take_from(0, shape); }
+  Tensor take_f32(const Shape& shape) { return take_from(dtype_ == DType::F32 ? 0 : 1, shape); }
+  std::int64_t used(int buffer) const { return used_[buffer]; }
+  // Bytes of both buffers.
+  std::int64_t bytes() const;
 
  private:
-  Tensor* storage_;
-  std::int64_t used_ = 0;
+  Tensor take_from(int buffer, const Shape& shape);
+  DType dtype_;
+  Tensor* storage_[2];
+  std::int64_t used_[2] = {0, 0};
 };
 
 // What one block's forward saves (N = B·T tokens; mean only for LayerNorm, gate only for
@@ -88,7 +97,8 @@ struct SlotActivations {
   Tensor final_norm_out;                 // [N, C]   (head stage)
   Tensor final_norm_mean;                // [N]
   Tensor final_norm_rstd;                // [N]
-  Tensor values;                         // [B, T]   scalar head output
+  Tensor values;                         // [B, T]   scalar head output, f32
+  Tensor values_compute;                 // [B, T]   the same in the compute dtype (bf16 only)
 
   void plan(const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq, Device device);
   // Bytes one slot takes for (B, T), without allocating (memory reports).
@@ -96,7 +106,7 @@ struct SlotActivations {
 
  private:
   void carve(Arena& arena, const ShardDims& dims, bool has_head, std::int64_t batch, std::int64_t seq);
-  Tensor storage_;
+  Tensor storage_, f32_storage_;
 };
 
 // Gradient buffers reused by every layer's backward (one micro-batch at a time) and the LM
@@ -117,13 +127,14 @@ struct Workspace {
   Tensor loss_totals;   // [2, 1] {Σ loss, count}
   Tensor d_lora_u;      // [N, r] (LoRA only)
   Tensor d_lora_x;      // [N, widest adapted input] (LoRA dropout only)
+  Tensor d_values;      // [N, 1] the scalar head's f32 dvalues in the compute dtype (bf16 only)
 
   void plan(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq, Backend& backend);
   static std::int64_t bytes_for(const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq);
 
  private:
   void carve(Arena& arena, const ShardDims& dims, bool lm_head, std::int64_t batch, std::int64_t seq);
-  Tensor storage_;
+  Tensor storage_, f32_storage_;
 };
 
 }  // namespace loom::model

@@ -89,6 +89,7 @@ void init_parameters(ParameterSet& params, std::uint64_t seed, int tp_rank, int 
     }
     backend.copy(Tensor::wrap(staging.data(), e.shape, DType::F32, Device::CPU), value);
   }
+  params.refresh_compute_values(backend);
 }
 
 }  // namespace loom::model

@@ -29,7 +29,11 @@ void KvCache::allocate(const ShardDims& dims, Backend* device_backend) {
   }
   const Shape shape{batch_, dims.kv_heads, capacity_, dims.head_dim};
   const Shape scale_shape{batch_, dims.kv_heads, capacity_};
-  const DType dtype = int8() ? DType::I8 : DType::F32;
+  if (int8() && dims.dtype != DType::F32) {
+    throw std::invalid_argument(std::string("KvCache: the int8 cache needs an f32 model, this one computes in ") +
+                                dtype_name(dims.dtype));
+  }
+  const DType dtype = int8() ? DType::I8 : dims.dtype;  // the cache holds what qkv holds
   auto zeroed = [&](const Shape& s, DType t) {
     if (device_backend == nullptr) return Tensor::zeros(s, t);
     Tensor x = Tensor::empty(s, t, device_backend->device());

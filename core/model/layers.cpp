@@ -6,10 +6,10 @@ namespace loom::model {
 
 Linear Linear::bind(const ParameterSet& params, const std::string& prefix) {
   Linear l;
-  l.weight = params.value(prefix + ".weight");
+  l.weight = params.compute_value(prefix + ".weight");
   l.dweight = params.grad(prefix + ".weight");
   if (const ParameterEntry* b = params.find(prefix + ".bias")) {
-    l.bias = params.value(*b);
+    l.bias = params.compute_value(*b);
     l.dbias = params.grad(*b);
   }
   return l;
@@ -36,9 +36,9 @@ LoraAdapter LoraAdapter::bind(const ParameterSet& params, const std::string& pre
   LoraAdapter l;
   const ParameterEntry* a = params.find(prefix + ".lora_a");
   if (a == nullptr) return l;
-  l.a = params.value(*a);
+  l.a = params.compute_value(*a);
   l.da = params.grad(*a);
-  l.b = params.value(prefix + ".lora_b");
+  l.b = params.compute_value(prefix + ".lora_b");
   l.db = params.grad(prefix + ".lora_b");
   l.scale = scale;
   l.salt = mix64(static_cast<std::uint64_t>(layer) * kLoraTargets + static_cast<std::uint64_t>(target) + 1);
@@ -95,10 +95,10 @@ Norm Norm::bind(const ParameterSet& params, const std::string& prefix, const Mod
   Norm n;
   n.family = config.family;
   n.eps = config.norm_eps;
-  n.weight = params.value(prefix + ".weight");
+  n.weight = params.compute_value(prefix + ".weight");
   n.dweight = params.grad(prefix + ".weight");
   if (config.family == Family::GPT2) {
-    n.bias = params.value(prefix + ".bias");
+    n.bias = params.compute_value(prefix + ".bias");
     n.dbias = params.grad(prefix + ".bias");
   }
   return n;

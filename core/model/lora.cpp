@@ -43,6 +43,7 @@ std::unique_ptr<Transformer> merge_lora(const Transformer& model, Backend& backe
     backend.copy(model.params().value(e.name), to);
   }
   if (model.lora().enabled()) merge_lora_into(model.params(), model.lora(), plain, backend);
+  plain.refresh_compute_values(backend);
   return merged;
 }
 
@@ -66,7 +67,7 @@ void sum_lora_grads_over_tp(const parallel::TpGroup& tp, Backend& backend, Param
       const std::int64_t rows = e.row_sections[i] / parts;
       if (parts < tp.size) {
         const std::int64_t numel = rows * width;
-        Tensor slots = Tensor::empty({parts, numel}, DType::F32, backend.device());
+        Tensor slots = Tensor::empty({parts, numel}, params.compute_dtype(), backend.device());
         backend.fill(slots, 0.0f);
         Tensor grad = params.grads().view(e.offset + row * width, {numel});
         Tensor mine = slots.view(section_part(parts, tp.rank, tp.size) * numel, {numel});

@@ -17,29 +17,30 @@ ShardSpec checked_shard(const ModelConfig& config, const ShardSpec& shard) {
   return shard.resolved(config);
 }
 
-ShardDims dims_with_lora(const ModelConfig& config, const ShardSpec& shard, const LoraConfig& lora) {
+ShardDims dims_with_lora(const ModelConfig& config, const ShardSpec& shard, const LoraConfig& lora, DType compute) {
   ShardDims dims = ShardDims::of(config, shard);
   dims.set_lora(lora);
+  dims.dtype = compute;
   return dims;
 }
 
 }  // namespace
 
 Transformer::Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend,
-                         const LoraConfig& lora)
+                         const LoraConfig& lora, DType compute)
     : config_(config),
       shard_(checked_shard(config, shard)),
       head_(head),
       lora_(lora),
       backend_(backend),
-      dims_(dims_with_lora(config_, shard_, lora_)),
-      params_(parameter_specs(config_, shard_, head_, lora_), backend) {
+      dims_(dims_with_lora(config_, shard_, lora_, compute)),
+      params_(parameter_specs(config_, shard_, head_, lora_), backend, compute) {
   if (params_.contains("embed.tokens.weight")) {
-    token_embedding_ = params_.value("embed.tokens.weight");
+    token_embedding_ = params_.compute_value("embed.tokens.weight");
     d_token_embedding_ = params_.grad("embed.tokens.weight");
   }
   if (params_.contains("embed.positions.weight")) {
-    position_embedding_ = params_.value("embed.positions.weight");
+    position_embedding_ = params_.compute_value("embed.positions.weight");
     d_position_embedding_ = params_.grad("embed.positions.weight");
   }
   blocks_.reserve(static_cast<std::size_t>(dims_.layers));
@@ -387,8 +388,11 @@ const Tensor& Transformer::scalar_head_forward(const Tensor& hidden, int slot) {
   }
   SlotActivations& s = slot_for(slot, hidden.dim(0), hidden.dim(1));
   head_norm_forward(hidden, s, slot);
-  Tensor values = s.values.reshape({s.batch * s.seq, 1});
+  // Values leave the model in f32 whatever the compute dtype (the losses are computed on them).
+  const bool mixed = s.values_compute.defined();
+  Tensor values = (mixed ? s.values_compute : s.values).reshape({s.batch * s.seq, 1});
   head_linear_.forward(backend_, s.final_norm_out, values);
+  if (mixed) backend_.copy(s.values_compute, s.values);
   return s.values;
 }
 
@@ -399,6 +403,10 @@ const Tensor& Transformer::scalar_head_backward(const Tensor& dvalues, int slot)
   if (dvalues.numel() != s.batch * s.seq || dvalues.dtype() != DType::F32) {
     throw std::invalid_argument("Transformer::scalar_head_backward: dvalues must be [" + std::to_string(s.batch) +
                                 ", " + std::to_string(s.seq) + "] f32, got " + dvalues.describe());
+  }
+  if (workspace_.d_values.defined()) {
+    backend_.copy(dvalues, workspace_.d_values);
+    return head_backward(workspace_.d_values, s, slot);
   }
   return head_backward(dvalues.reshape({s.batch * s.seq, 1}), s, slot);
 }
@@ -523,21 +531,29 @@ const Tensor& Transformer::decode_head(const Tensor& hidden) {
   decode_input(B, T);
   SlotActivations& s = decode_acts_;
   final_norm_.forward(backend_, hidden, s.final_norm_out, s.final_norm_mean, s.final_norm_rstd);
-  if (!decode_logits_storage_.defined() || decode_logits_storage_.numel() < N * V) {
-    decode_logits_storage_ = Tensor::empty({N * V}, DType::F32, backend_.device());
-  }
+  // Logits leave the model in f32 (sampling reads them); a bf16 model computes them in bf16
+  // and widens them once.
+  const bool mixed = dims_.dtype != DType::F32;
+  auto sized = [&](Tensor& storage, std::int64_t numel, DType dtype) {
+    if (!storage.defined() || storage.numel() < numel) storage = Tensor::empty({numel}, dtype, backend_.device());
+  };
+  sized(decode_logits_storage_, N * V, DType::F32);
   decode_logits_ = decode_logits_storage_.view(0, {B, T, V});
   Tensor logits = decode_logits_.reshape({N, V});
+  Tensor full = logits;
+  if (mixed) {
+    sized(decode_compute_storage_, N * V, dims_.dtype);
+    full = decode_compute_storage_.view(0, {N, V});
+  }
   if (!tp_.active()) {
-    head_linear_.forward(backend_, s.final_norm_out, logits);
-    return decode_logits_;
+    head_linear_.forward(backend_, s.final_norm_out, full);
+  } else {
+    sized(decode_local_storage_, N * Vs, dims_.dtype);
+    Tensor local = decode_local_storage_.view(0, {N, Vs});
+    head_linear_.forward(backend_, s.final_norm_out, local);
+    parallel::GatherVocabFromTp::forward(tp_, backend_, local, decode_gathered_storage_, decode_order_, full);
   }
-  if (!decode_local_storage_.defined() || decode_local_storage_.numel() < N * Vs) {
-    decode_local_storage_ = Tensor::empty({N * Vs}, DType::F32, backend_.device());
-  }
-  Tensor local = decode_local_storage_.view(0, {N, Vs});
-  head_linear_.forward(backend_, s.final_norm_out, local);
-  parallel::GatherVocabFromTp::forward(tp_, backend_, local, decode_gathered_storage_, decode_order_, logits);
+  if (mixed) backend_.copy(full, logits);
   return decode_logits_;
 }
 

@@ -62,8 +62,10 @@ struct LossSum {
 
 class Transformer {
  public:
+  // compute: the dtype of weights, activations and gradients (f32, or bf16 over f32 master
+  // weights: ParameterSet).
   Transformer(const ModelConfig& config, const ShardSpec& shard, HeadKind head, Backend& backend,
-              const LoraConfig& lora = {});
+              const LoraConfig& lora = {}, DType compute = DType::F32);
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
@@ -251,6 +253,7 @@ class Transformer {
   // tp > 1: this rank's vocabulary slice of the logits, every rank's slices (rank-major) and
   // the row order that interleaves them into [B·T, V]; each sized for the largest B·T seen.
   Tensor decode_local_storage_, decode_gathered_storage_, decode_order_;
+  Tensor decode_compute_storage_;  // bf16 models: the logits before widening to f32
 };
 
 }  // namespace loom::model

@@ -64,6 +64,7 @@ void AdamW::step(float lr, float grad_scale) {
     args.weight_decay = span.decay ? config_.weight_decay : 0.0f;
     backend_.adamw_update(param, grad, m, v, args);
   }
+  params_.refresh_compute_values(backend_, begin_, end_);  // bf16 models compute with the new masters
 }
 
 }  // namespace loom::optim

@@ -10,6 +10,9 @@
 // Backend::adamw_update calls, not one per tensor (padding between entries is zero in
 // values and gradients and stays zero under the update).
 //
+// Mixed precision: the update reads the compute-dtype (bf16) gradients and writes the f32
+// master values, then rounds its range of them into the model's compute copy.
+//
 // Ownership: holds a reference to the ParameterSet (which must outlive it) and owns the
 // moment buffers. Threads: one owner thread. Ranks: nothing here communicates.
 #pragma once

@@ -38,9 +38,10 @@ class StageRunner {
         slot_sends_(static_cast<std::size_t>(slots)) {
     if (pp_.size > 1 && pp_.comm == nullptr) throw std::invalid_argument("run_pipeline: pp > 1 without a communicator");
     const Shape hidden{batch, seq, model.dims().d_model};
-    if (!pp_.last()) grad_in_ = Tensor::empty(hidden, DType::F32, model.backend().device());
+    const DType dtype = model.dims().dtype;
+    if (!pp_.last()) grad_in_ = Tensor::empty(hidden, dtype, model.backend().device());
     if (!pp_.first()) {
-      for (auto& buffer : grad_out_) buffer = Tensor::empty(hidden, DType::F32, model.backend().device());
+      for (auto& buffer : grad_out_) buffer = Tensor::empty(hidden, dtype, model.backend().device());
     }
   }
 

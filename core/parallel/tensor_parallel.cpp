@@ -37,8 +37,8 @@ void GatherVocabFromTp::forward(const TpGroup& tp, Backend& backend, const Tenso
     return;
   }
   const std::int64_t parts = tp.size;
-  if (!gathered.defined() || gathered.numel() < parts * local.numel()) {
-    gathered = Tensor::empty({parts * local.numel()}, DType::F32, backend.device());
+  if (!gathered.defined() || gathered.numel() < parts * local.numel() || gathered.dtype() != local.dtype()) {
+    gathered = Tensor::empty({parts * local.numel()}, local.dtype(), backend.device());
   }
   Tensor all = gathered.view(0, {parts * rows, vocab_slice});
   tp.comm->all_gather(local, all);
@@ -124,7 +124,7 @@ void sum_replicated_kv_grads(const TpGroup& tp, Backend& backend, model::Paramet
       // Every rank places its replica's gradient in the slot of the head it holds; the sum
       // over the group then adds exactly the replicas of each head.
       const std::int64_t numel = rows * width;
-      Tensor slots = Tensor::empty({parts, numel}, DType::F32, backend.device());
+      Tensor slots = Tensor::empty({parts, numel}, params.compute_dtype(), backend.device());
       backend.fill(slots, 0.0f);
       Tensor grad = params.grads().view(e.offset + first_row * width, {numel});
       Tensor mine = slots.view(model::section_part(parts, tp.rank, tp.size) * numel, {numel});

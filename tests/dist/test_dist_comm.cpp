@@ -4,6 +4,7 @@
 // fails a check; rank 0 prints "N passed, M failed".
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -89,6 +90,32 @@ void test_collectives(Comm& comm, const std::string& where, bool async) {
   }
   check(equals<float>(shard, [&](std::int64_t k) { return float(triangle + size * (rank * n + k)); }),
         tag + ": reduce_scatter_sum f32");
+
+  // bf16 sums (a user-defined MPI op: f32 additions rounded to bf16). Small integers are
+  // exact in bf16; 1 + rank/256 is not, so ranks 1.. add bits that bf16 cannot keep.
+  Tensor sum_bf16 = Tensor::empty({n}, DType::BF16);
+  for (std::int64_t i = 0; i < n; ++i) sum_bf16.data<bf16>()[i] = to_bf16(float(rank + i));
+  Tensor shard_bf16 = Tensor::empty({n}, DType::BF16);
+  Tensor full_bf16 = Tensor::empty({n * size}, DType::BF16);
+  for (std::int64_t j = 0; j < n * size; ++j) full_bf16.data<bf16>()[j] = to_bf16(1.0f + float(rank) / 256.0f);
+  if (async) {
+    comm.all_reduce_sum_async(sum_bf16).wait();
+    comm.reduce_scatter_sum_async(full_bf16, shard_bf16).wait();
+  } else {
+    comm.all_reduce_sum(sum_bf16);
+    comm.reduce_scatter_sum(full_bf16, shard_bf16);
+  }
+  bool bf16_sum_ok = true, bf16_rounded = true;
+  for (std::int64_t i = 0; i < n; ++i) {
+    bf16_sum_ok &= from_bf16(sum_bf16.data<bf16>()[i]) == float(triangle + size * i);
+    // Each partial sum is rounded to 8 significant bits: the result is within size roundings of
+    // the exact sum and is itself a bf16 value.
+    const float got = from_bf16(shard_bf16.data<bf16>()[i]);
+    const float exact = float(size) + float(triangle) / 256.0f;
+    bf16_rounded &= std::fabs(got - exact) <= float(size) * exact / 256.0f;
+  }
+  check(bf16_sum_ok, tag + ": all_reduce_sum bf16");
+  check(bf16_rounded, tag + ": reduce_scatter_sum bf16 within bf16 rounding");
 
   Tensor mine = filled<float>(n, [&](std::int64_t k) { return float(rank * 10 + k); });
   Tensor gathered = Tensor::zeros({size, n});
@@ -200,8 +227,8 @@ void test_errors(Comm& comm, const MpiRuntime& runtime) {
     }
     return false;
   };
-  Tensor bf = Tensor::empty({4}, DType::BF16);
-  check(throws_invalid([&] { comm.all_reduce_sum(bf); }, "reductions take f32 or i32"), "bf16 sum is refused");
+  Tensor i8 = Tensor::empty({4}, DType::I8);
+  check(throws_invalid([&] { comm.all_reduce_sum(i8); }, "reductions take f32, bf16 or i32"), "an i8 sum is refused");
   Tensor in = Tensor::zeros({5}), out = Tensor::zeros({5 * comm.size() + 1});
   check(throws_invalid([&] { comm.all_gather(in, out); }, "must hold group size"), "all_gather shape mismatch");
   check(throws_invalid([&] { comm.send(in, comm.size(), 0); }, "outside this group"), "send to a rank outside");

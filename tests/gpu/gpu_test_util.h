@@ -12,6 +12,7 @@
 
 #include "core/backend.h"
 #include "core/kernels/cuda/cuda_backend.h"
+#include "core/model/model_config.h"
 
 namespace loom::gpu_test {
 
@@ -23,6 +24,15 @@ inline Backend& cpu() {
 inline Backend& gpu() {
   static std::unique_ptr<Backend> backend = cuda::make_cuda_backend(0);
   return *backend;
+}
+
+// A two-layer model of the family (d_model 64, 4 heads; Llama with 2 kv heads).
+inline model::ModelConfig tiny_model(model::Family family, std::int64_t vocab, std::int64_t max_seq) {
+  model::ModelConfig c = family == model::Family::GPT2
+                             ? model::ModelConfig::from_family(family, vocab, 64, 2, 4, 4, 128, max_seq)
+                             : model::ModelConfig::from_family(family, vocab, 64, 2, 4, 2, 96, max_seq);
+  c.validate();
+  return c;
 }
 
 inline int run_or_skip(const char* name, int argc, char* argv[]) {

@@ -33,12 +33,7 @@ namespace {
 using loom::gpu_test::cpu;
 using loom::gpu_test::gpu;
 
-ModelConfig tiny(Family family) {
-  ModelConfig c = family == Family::GPT2 ? ModelConfig::from_family(family, 80, 64, 2, 4, 4, 128, 48)
-                                         : ModelConfig::from_family(family, 80, 64, 2, 4, 2, 96, 48);
-  c.validate();
-  return c;
-}
+ModelConfig tiny(Family family) { return loom::gpu_test::tiny_model(family, 80, 48); }
 
 }  // namespace
 

@@ -3,7 +3,10 @@
 
 * 20 steps uninterrupted, and 10 steps + a resume for 10 more from the step-10 checkpoint
   (saved asynchronously through pinned host buffers), give bit-identical final weights;
-* the step-20 loss is within 1e-3 relative of the same run with train.device=cpu.
+* the step-20 loss is within 1e-3 relative of the same run with train.device=cpu;
+* the same with train.precision=bf16 (bf16 weights, activations and gradients over f32
+  masters): bit-exact resume, and the step-20 loss within 1e-2 of the CPU's bf16 run and of
+  the f32 run.
 
 Without a GPU it prints "gpu_sft_resume: skipped: <reason>" and exits 77 (CTest: skipped).
 
@@ -67,11 +70,13 @@ class GpuSftResume(unittest.TestCase):
     def sft(self, run_dir, *extra):
         return tiny_sft(BIN, WORK, TOKENIZER, run_dir, "checkpoint.every=10", "checkpoint.keep_last=5", *extra)
 
-    def test_resume_is_bit_exact_and_matches_cpu(self):
-        # As the CPU resume tests do: the same command twice, the second after removing the
-        # final checkpoint and model, so it resumes from step 10 with the same LR schedule.
-        gpu = f"{WORK}/runs/cuda"
-        args = self.sft(gpu, "train.device=cuda", "train.max_steps=20")
+    def resumed_run(self, name, *extra):
+        """20 steps on the GPU; then again from the step-10 checkpoint, which must end in the
+        same bits. As the CPU resume tests do: the same command twice, the second after
+        removing the final checkpoint and model, so it resumes with the same LR schedule.
+        Returns the step-20 loss."""
+        gpu = f"{WORK}/runs/{name}"
+        args = self.sft(gpu, "train.device=cuda", "train.max_steps=20", *extra)
         proc = run(*args)
         self.assertIn("loom-sft: rank 0 on GPU", proc.stderr)
         whole = weights(os.path.join(gpu, "model.h5"))
@@ -84,13 +89,26 @@ class GpuSftResume(unittest.TestCase):
         self.assertEqual(sorted(whole), sorted(again))
         self.assertGreater(len(whole), 10)
         for key, tensor in whole.items():
-            self.assertTrue(np.array_equal(tensor, again[key]), f"{key} differs after the resume")
+            self.assertTrue(np.array_equal(tensor, again[key]), f"{name}: {key} differs after the resume")
         self.assertEqual(step_loss(gpu, 20), whole_loss)
+        return whole_loss
 
-        cpu = f"{WORK}/runs/cpu"
-        run(*self.sft(cpu, "train.device=cpu", "train.max_steps=20"))
-        want = step_loss(cpu, 20)
-        self.assertLessEqual(abs(whole_loss - want), 1e-3 * abs(want), f"step 20 loss: cpu {want}, cuda {whole_loss}")
+    def cpu_loss(self, name, *extra):
+        run_dir = f"{WORK}/runs/{name}"
+        run(*self.sft(run_dir, "train.device=cpu", "train.max_steps=20", *extra))
+        return step_loss(run_dir, 20)
+
+    def test_resume_is_bit_exact_and_matches_cpu(self):
+        got, want = self.resumed_run("cuda"), self.cpu_loss("cpu")
+        self.assertLessEqual(abs(got - want), 1e-3 * abs(want), f"step 20 loss: cpu {want}, cuda {got}")
+
+    def test_bf16_resume_is_bit_exact_and_matches_cpu_bf16(self):
+        bf16 = ["train.precision=bf16"]
+        got, want = self.resumed_run("cuda-bf16", *bf16), self.cpu_loss("cpu-bf16", *bf16)
+        self.assertLessEqual(abs(got - want), 1e-2 * abs(want), f"step 20 bf16 loss: cpu {want}, cuda {got}")
+        f32 = self.cpu_loss("cpu-f32")
+        self.assertLessEqual(abs(got - f32), 1e-2 * abs(f32), f"step 20 loss: bf16 cuda {got}, f32 cpu {f32}")
+
 
 if __name__ == "__main__":
     reason = gpu_unavailable()

@@ -1,6 +1,8 @@
 // Elementwise activations of the CPU backend: GELU (tanh approximation, as GPT-2) and
 // SwiGLU (Llama's silu(gate) * up), forward and backward. The transcendental parts use the
 // vectorisable fast_exp family from kernel_util.h so each loop is a single SIMD pass.
+// bf16 tensors run these loops on staged f32 copies (bf16_staging.h).
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -14,6 +16,12 @@ constexpr float kGeluCubic = 0.044715f;
 }  // namespace
 
 void CpuBackend::gelu_forward(const Tensor& x, Tensor& y) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("gelu_forward");
+    const Tensor x32 = staging.input("x", x);
+    Tensor y32 = staging.output("y", y, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { gelu_forward(x32, y32); });
+  }
   require_f32("gelu_forward", "x", x);
   require_numel("gelu_forward", "y", y, x.numel(), "x " + x.describe());
   const float* xp = x.data<float>();
@@ -28,6 +36,13 @@ void CpuBackend::gelu_forward(const Tensor& x, Tensor& y) {
 }
 
 void CpuBackend::gelu_backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("gelu_backward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor dy32 = staging.input("dy", dy);
+    Tensor dx32 = staging.output("dx", dx, Bf16Staging::Use::Update);
+    return staging.run([&] { gelu_backward(dy32, x32, dx32); });
+  }
   require_f32("gelu_backward", "x", x);
   require_numel("gelu_backward", "dy", dy, x.numel(), "x " + x.describe());
   require_numel("gelu_backward", "dx", dx, x.numel(), "x " + x.describe());
@@ -47,6 +62,13 @@ void CpuBackend::gelu_backward(const Tensor& dy, const Tensor& x, Tensor& dx) {
 }
 
 void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
+  if (is_bf16(gate)) {
+    Bf16Staging staging("swiglu_forward");
+    const Tensor gate32 = staging.input("gate", gate);
+    const Tensor up32 = staging.input("up", up);
+    Tensor out32 = staging.output("out", out, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { swiglu_forward(gate32, up32, out32); });
+  }
   require_f32("swiglu_forward", "gate", gate);
   require_numel("swiglu_forward", "up", up, gate.numel(), "gate " + gate.describe());
   require_numel("swiglu_forward", "out", out, gate.numel(), "gate " + gate.describe());
@@ -63,6 +85,15 @@ void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& ou
 
 void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                                  Tensor& dup) {
+  if (is_bf16(gate)) {
+    Bf16Staging staging("swiglu_backward");
+    const Tensor gate32 = staging.input("gate", gate);
+    const Tensor up32 = staging.input("up", up);
+    const Tensor dout32 = staging.input("dout", dout);
+    Tensor dgate32 = staging.optional_output("dgate", dgate, Bf16Staging::Use::Update);
+    Tensor dup32 = staging.optional_output("dup", dup, Bf16Staging::Use::Update);
+    return staging.run([&] { swiglu_backward(dout32, gate32, up32, dgate32, dup32); });
+  }
   const char* op = "swiglu_backward";
   require_f32(op, "gate", gate);
   const std::string ctx = "gate " + gate.describe();

@@ -1,8 +1,11 @@
 // AdamW of the CPU backend: one fused, vectorised, parallel pass over param, grad, m, v
 // (PyTorch torch.optim.AdamW semantics; formula in core/backend.h). The bias corrections
 // are computed once per call in f64; the per-element work is f32.
+// param, m and v are always f32; a bf16 grad is read through a staged f32 copy
+// (bf16_staging.h).
 #include <cmath>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -11,6 +14,11 @@ namespace loom::cpu {
 using namespace detail;
 
 void CpuBackend::adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWArgs& args) {
+  if (is_bf16(grad)) {
+    Bf16Staging staging("adamw_update");
+    const Tensor grad32 = staging.input("grad", grad);
+    return staging.run([&] { adamw_update(param, grad32, m, v, args); });
+  }
   const char* op = "adamw_update";
   require_f32(op, "param", param);
   const std::int64_t n = param.numel();

@@ -14,10 +14,13 @@
 // Backward runs one task per (batch, kv head): that task owns the dk/dv of its kv head and
 // the dq of every query head in its group, and visits queries in a fixed order, so the sums
 // need no atomics and do not depend on the thread count.
+// bf16 qkv, out and gradients run this code on staged f32 copies (bf16_staging.h); lse is
+// always f32.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 #include "core/kernels/cpu/tile_kernels.h"
@@ -120,6 +123,12 @@ struct BackwardScratch {
 }  // namespace
 
 void CpuBackend::attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out, Tensor& lse) {
+  if (is_bf16(qkv)) {
+    Bf16Staging staging("attention_forward");
+    const Tensor qkv32 = staging.input("qkv", qkv);
+    Tensor out32 = staging.output("out", out, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { attention_forward(qkv32, shape, out32, lse); });
+  }
   const char* op = "attention_forward";
   require_attention(op, shape, "qkv", qkv);
   check_outputs(op, shape, "out", out, lse);
@@ -181,6 +190,14 @@ void CpuBackend::attention_forward(const Tensor& qkv, const AttentionShape& shap
 
 void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                                     const AttentionShape& shape, Tensor& dqkv) {
+  if (is_bf16(qkv)) {
+    Bf16Staging staging("attention_backward");
+    const Tensor qkv32 = staging.input("qkv", qkv);
+    const Tensor out32 = staging.input("out", out);
+    const Tensor dout32 = staging.input("dout", dout);
+    Tensor dqkv32 = staging.output("dqkv", dqkv, Bf16Staging::Use::Update);
+    return staging.run([&] { attention_backward(dout32, qkv32, out32, lse, shape, dqkv32); });
+  }
   const char* op = "attention_backward";
   require_attention(op, shape, "qkv", qkv);
   require_attention(op, shape, "dqkv", dqkv);

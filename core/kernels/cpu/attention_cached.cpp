@@ -11,10 +11,14 @@
 // is bit for bit the value kv_int8_round_trip would have left in an f32 cache, and running
 // the same f32 loops keeps the summation order (a fused int8 loop could vectorise with a
 // different number of partial sums and change the last bits).
+//
+// A bf16 qkv goes with bf16 caches and output (the CUDA backend's rule): the f32 kernel runs on
+// staged copies of all three (bf16_staging.h). The int8 variant takes f32 qkv only.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 #include "core/quant/kv_int8.h"
@@ -116,6 +120,14 @@ void attend_cached(const AttentionShape& shape, std::int64_t position, const flo
 
 void CpuBackend::attention_cached_forward(const Tensor& qkv, const AttentionShape& shape, std::int64_t position,
                                           Tensor& k_cache, Tensor& v_cache, Tensor& out) {
+  if (is_bf16(qkv)) {
+    Bf16Staging staging("attention_cached_forward");
+    const Tensor qkv32 = staging.input("qkv", qkv);
+    Tensor k_cache32 = staging.output("k_cache", k_cache, Bf16Staging::Use::Update);
+    Tensor v_cache32 = staging.output("v_cache", v_cache, Bf16Staging::Use::Update);
+    Tensor out32 = staging.output("out", out, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { attention_cached_forward(qkv32, shape, position, k_cache32, v_cache32, out32); });
+  }
   const char* op = "attention_cached_forward";
   require_attention(op, shape, "qkv", qkv);
   check_cache(op, "k_cache", k_cache, shape, position);

@@ -12,7 +12,9 @@ std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<cpu::CpuBa
 
 namespace cpu {
 
-std::string CpuBackend::name() const { return std::string("cpu (f32, gemm: ") + gemm_library() + ")"; }
+std::string CpuBackend::name() const {
+  return std::string("cpu (f32 arithmetic, f32/bf16 storage, gemm: ") + gemm_library() + ")";
+}
 
 namespace detail {
 

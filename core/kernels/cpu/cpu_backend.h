@@ -1,5 +1,12 @@
 // CpuBackend: the reference implementation of loom::Backend (core/backend.h) in f32.
 //
+// bf16: every op accepts bf16 tensors exactly where the CUDA backend does (docs/cuda.md
+// "Dtypes": one floating dtype per call; mean, rstd, lse, losses, stats, dloss and AdamW's
+// param/m/v always f32) and refuses them where it does. A bf16 call reads its bf16 tensors
+// as f32, runs the same f32 kernel and rounds each bf16 output once with loom::to_bf16
+// (bf16_staging.h), so bf16 models are testable without a GPU; calls on f32 tensors never
+// touch that layer. The quantized ops (int8 KV cache, quantized linear) stay f32-only.
+//
 // GEMM-shaped work (matmul, linear) goes through loom::cpu::sgemm; everything else is
 // OpenMP loops written so the compiler vectorises them. The op definitions are spread over
 // this folder by family (memory_ops, gemm_ops, embedding, norms, activations, rope,

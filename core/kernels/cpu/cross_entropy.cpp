@@ -5,9 +5,12 @@
 // the max grows, then a vectorised sum of exponentials), giving log-sum-exp in one pass.
 // Backward recomputes that lse (the row is then in cache) and writes the gradient in one
 // more pass; when dlogits aliases logits the row is overwritten with its gradient.
+// bf16 logits and dlogits run this code on staged f32 copies (bf16_staging.h; an aliased
+// dlogits shares the staged copy of logits); losses, stats, lse and dloss are always f32.
 #include <algorithm>
 #include <cmath>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -116,6 +119,11 @@ std::int64_t check_ce_inputs(const char* op, const Tensor& logits, const Tensor&
 }  // namespace
 
 void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses) {
+  if (is_bf16(logits)) {
+    Bf16Staging staging("cross_entropy_forward");
+    const Tensor logits32 = staging.input("logits", logits);
+    return staging.run([&] { cross_entropy_forward(logits32, targets, losses); });
+  }
   const char* op = "cross_entropy_forward";
   const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
@@ -137,6 +145,12 @@ void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targe
 
 void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& dloss,
                                         Tensor& dlogits) {
+  if (is_bf16(logits)) {
+    Bf16Staging staging("cross_entropy_backward");
+    const Tensor logits32 = staging.input("logits", logits);
+    Tensor dlogits32 = staging.output("dlogits", dlogits, Bf16Staging::Use::Update);
+    return staging.run([&] { cross_entropy_backward(logits32, targets, dloss, dlogits32); });
+  }
   const char* op = "cross_entropy_backward";
   const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
@@ -149,6 +163,11 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
 
 void CpuBackend::cross_entropy_shard_stats(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
                                            Tensor& stats) {
+  if (is_bf16(logits)) {
+    Bf16Staging staging("cross_entropy_shard_stats");
+    const Tensor logits32 = staging.input("logits", logits);
+    return staging.run([&] { cross_entropy_shard_stats(logits32, targets, vocab_offset, stats); });
+  }
   const char* op = "cross_entropy_shard_stats";
   const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);
@@ -204,6 +223,12 @@ void CpuBackend::cross_entropy_shard_combine(const Tensor& all_stats, const Tens
 
 void CpuBackend::cross_entropy_shard_backward(const Tensor& logits, const Tensor& targets, std::int64_t vocab_offset,
                                               const Tensor& lse, const Tensor& dloss, Tensor& dlogits) {
+  if (is_bf16(logits)) {
+    Bf16Staging staging("cross_entropy_shard_backward");
+    const Tensor logits32 = staging.input("logits", logits);
+    Tensor dlogits32 = staging.output("dlogits", dlogits, Bf16Staging::Use::Update);
+    return staging.run([&] { cross_entropy_shard_backward(logits32, targets, vocab_offset, lse, dloss, dlogits32); });
+  }
   const char* op = "cross_entropy_shard_backward";
   const std::int64_t n = check_ce_inputs(op, logits, targets);
   const std::int64_t v = cols_of(logits);

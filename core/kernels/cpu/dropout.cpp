@@ -2,6 +2,8 @@
 // keep bit is hashed from its global (token, feature) index rather than drawn from a
 // sequential stream, so the loop parallelises freely and any slice of a tensor (a tp rank's
 // columns, a data-parallel rank's rows) sees the mask the whole tensor would.
+// bf16 tensors run the f32 loop on staged copies (bf16_staging.h).
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 #include "core/mix64.h"
@@ -11,6 +13,12 @@ namespace loom::cpu {
 using namespace detail;
 
 void CpuBackend::dropout_forward(const Tensor& x, Tensor& y, const DropoutArgs& args, bool accumulate) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("dropout_forward");
+    const Tensor x32 = staging.input("x", x);
+    Tensor y32 = staging.output("y", y, accumulate ? Bf16Staging::Use::Update : Bf16Staging::Use::Overwrite);
+    return staging.run([&] { dropout_forward(x32, y32, args, accumulate); });
+  }
   require_f32("dropout_forward", "x", x);
   require_numel("dropout_forward", "y", y, x.numel(), "x " + x.describe());
   if (!(args.p >= 0.0f && args.p < 1.0f)) {

@@ -2,9 +2,11 @@
 // rows. The backward passes may add several source rows into one destination row, so they
 // split the work by column block: each thread owns its columns and visits the source rows
 // in order, which keeps the sums deterministic without atomics or per-thread copies.
+// bf16 tables and rows run the f32 loops on staged copies (bf16_staging.h).
 #include <algorithm>
 #include <cstring>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -50,6 +52,12 @@ void check_index(const char* op, const Tensor& index, std::int64_t rows, const T
 
 void CpuBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, std::int64_t row_offset,
                                    bool accumulate) {
+  if (is_bf16(table)) {
+    Bf16Staging staging("embedding_forward");
+    const Tensor table32 = staging.input("table", table);
+    Tensor out32 = staging.output("out", out, accumulate ? Bf16Staging::Use::Update : Bf16Staging::Use::Overwrite);
+    return staging.run([&] { embedding_forward(ids, table32, out32, row_offset, accumulate); });
+  }
   const char* op = "embedding_forward";
   require_i32(op, "ids", ids);
   require_f32(op, "table", table);
@@ -77,6 +85,12 @@ void CpuBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tenso
 
 void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable,
                                     std::int64_t row_offset) {
+  if (is_bf16(dtable)) {
+    Bf16Staging staging("embedding_backward");
+    Tensor dtable32 = staging.output("dtable", dtable, Bf16Staging::Use::Update);
+    const Tensor dout32 = staging.input("dout", dout);
+    return staging.run([&] { embedding_backward(ids, dout32, dtable32, row_offset); });
+  }
   const char* op = "embedding_backward";
   require_i32(op, "ids", ids);
   require_f32(op, "dtable", dtable);
@@ -91,6 +105,12 @@ void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tenso
 }
 
 void CpuBackend::gather_rows(const Tensor& x, const Tensor& index, Tensor& out) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("gather_rows");
+    const Tensor x32 = staging.input("x", x);
+    Tensor out32 = staging.output("out", out, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { gather_rows(x32, index, out32); });
+  }
   const char* op = "gather_rows";
   require_f32(op, "x", x);
   require_i32(op, "index", index);
@@ -109,6 +129,12 @@ void CpuBackend::gather_rows(const Tensor& x, const Tensor& index, Tensor& out) 
 }
 
 void CpuBackend::scatter_add_rows(const Tensor& dout, const Tensor& index, Tensor& dx) {
+  if (is_bf16(dx)) {
+    Bf16Staging staging("scatter_add_rows");
+    Tensor dx32 = staging.output("dx", dx, Bf16Staging::Use::Update);
+    const Tensor dout32 = staging.input("dout", dout);
+    return staging.run([&] { scatter_add_rows(dout32, index, dx32); });
+  }
   const char* op = "scatter_add_rows";
   require_f32(op, "dx", dx);
   require_i32(op, "index", index);

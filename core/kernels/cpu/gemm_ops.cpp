@@ -2,8 +2,10 @@
 // All matrix products go through loom::cpu::sgemm (core/kernels/gemm); the bias add and
 // the bias gradient are the only loops here. The bias gradient is summed per column block
 // over all rows in row order, so it needs no per-thread partials and no atomics.
+// bf16 operands run the same f32 code on staged copies (bf16_staging.h).
 #include <algorithm>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 #include "core/kernels/gemm/gemm.h"
@@ -51,6 +53,13 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
 
 void CpuBackend::matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
                         float beta) {
+  if (is_bf16(a)) {
+    Bf16Staging staging("matmul");
+    const Tensor a32 = staging.input("a", a);
+    const Tensor b32 = staging.input("b", b);
+    Tensor c32 = staging.output("c", c, beta == 0.0f ? Bf16Staging::Use::Overwrite : Bf16Staging::Use::Update);
+    return staging.run([&] { matmul(a32, trans_a, b32, trans_b, c32, alpha, beta); });
+  }
   require_f32("matmul", "a", a);
   require_f32("matmul", "b", b);
   require_f32("matmul", "c", c);
@@ -67,6 +76,14 @@ void CpuBackend::matmul(const Tensor& a, bool trans_a, const Tensor& b, bool tra
 }
 
 void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("linear_forward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor w32 = staging.input("w", w);
+    const Tensor bias32 = staging.optional_input("bias", bias);
+    Tensor y32 = staging.output("y", y, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { linear_forward(x32, w32, bias32, y32); });
+  }
   require_f32("linear_forward", "x", x);
   require_f32("linear_forward", "w", w);
   const std::int64_t rows = rows_of(x);
@@ -93,6 +110,16 @@ void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& 
 
 void CpuBackend::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                                  Tensor& dbias) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("linear_backward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor w32 = staging.input("w", w);
+    const Tensor dy32 = staging.input("dy", dy);
+    Tensor dx32 = staging.optional_output("dx", dx, Bf16Staging::Use::Update);
+    Tensor dw32 = staging.optional_output("dw", dw, Bf16Staging::Use::Update);
+    Tensor dbias32 = staging.optional_output("dbias", dbias, Bf16Staging::Use::Update);
+    return staging.run([&] { linear_backward(dy32, x32, w32, dx32, dw32, dbias32); });
+  }
   const char* op = "linear_backward";
   require_f32(op, "x", x);
   require_f32(op, "w", w);

@@ -2,6 +2,10 @@
 // sum_squares adds fixed 8192-element blocks in f64 and then the block sums in order, so
 // the gradient norm it feeds (clipping) does not depend on the thread count.
 //
+// bf16 tensors: fill and copy handle them directly (copy converts f32 <-> bf16 with
+// loom::to_bf16 / from_bf16); the other ops run their f32 loops on staged copies
+// (bf16_staging.h).
+//
 // These ops are memory-bound on large buffers (a model's 0.5 GB gradient). Filling with
 // zeros goes through memset on one contiguous range per thread: glibc streams large ranges
 // past the cache instead of reading every line before writing it, 3x faster than a store
@@ -14,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -62,13 +67,39 @@ void parallel_zero(void* data, std::int64_t bytes) {
 
 // Zero-filling a buffer this small is cheaper on the calling thread than waking others.
 constexpr std::int64_t kParallelZeroBytes = 1 << 20;
+
+bool is_float(DType dtype) { return dtype == DType::F32 || dtype == DType::BF16; }
+
+// dst = src with f32 <-> bf16 conversion (to_bf16 rounds to nearest even).
+void convert(const Tensor& src, Tensor& dst) {
+  const auto* from = static_cast<const char*>(src.raw());
+  const auto* to = static_cast<const char*>(dst.raw());
+  if (from < to + dst.nbytes() && to < from + src.nbytes()) {  // overlapping views: convert a copy
+    const Tensor staged = src.clone();
+    convert(staged, dst);
+    return;
+  }
+  const std::int64_t n = src.numel();
+  if (src.dtype() == DType::F32) {
+    const float* s = src.data<float>();
+    bf16* d = dst.data<bf16>();
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n))
+    for (std::int64_t i = 0; i < n; ++i) d[i] = to_bf16(s[i]);
+  } else {
+    const bf16* s = src.data<bf16>();
+    float* d = dst.data<float>();
+#pragma omp parallel for schedule(static) if(parallel : worth_parallel(n))
+    for (std::int64_t i = 0; i < n; ++i) d[i] = from_bf16(s[i]);
+  }
+}
+
 }  // namespace
 
 void CpuBackend::fill(Tensor& x, float value) {
   if (!x.defined() || x.device() != Device::CPU) fail("fill", "x must be a cpu tensor, got " + describe(x));
   const std::int64_t n = x.numel();
   const bool zero_bits = value == 0.0f && !std::signbit(value);
-  if (zero_bits && (x.dtype() == DType::F32 || x.dtype() == DType::I32)) {
+  if (zero_bits && (x.dtype() == DType::F32 || x.dtype() == DType::I32 || x.dtype() == DType::BF16)) {
     const auto bytes = static_cast<std::int64_t>(x.nbytes());
     if (bytes >= kParallelZeroBytes) {
       parallel_zero(x.raw(), bytes);
@@ -84,17 +115,25 @@ void CpuBackend::fill(Tensor& x, float value) {
     const auto v = static_cast<std::int32_t>(value);
 #pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
     for (std::int64_t i = 0; i < n; ++i) p[i] = v;
+  } else if (x.dtype() == DType::BF16) {
+    bf16* p = x.data<bf16>();
+    const bf16 v = to_bf16(value);
+#pragma omp parallel for simd schedule(static) if(parallel : worth_parallel(n))
+    for (std::int64_t i = 0; i < n; ++i) p[i] = v;
   } else {
-    fail("fill", "x must be f32 or i32, got " + x.describe());
+    fail("fill", "x must be f32, bf16 or i32, got " + x.describe());
   }
 }
 
 void CpuBackend::copy(const Tensor& src, Tensor& dst) {
-  if (!src.defined() || !dst.defined() || src.device() != Device::CPU || dst.device() != Device::CPU ||
-      src.dtype() != dst.dtype() || src.numel() != dst.numel()) {
+  const bool defined = src.defined() && dst.defined();
+  const bool converted = defined && src.dtype() != dst.dtype() && is_float(src.dtype()) && is_float(dst.dtype());
+  if (!defined || src.device() != Device::CPU || dst.device() != Device::CPU ||
+      (src.dtype() != dst.dtype() && !converted) || src.numel() != dst.numel()) {
     fail("copy", "src " + describe(src) + " and dst " + describe(dst) +
-                     " must be cpu tensors of one dtype and the same number of elements");
+                     " must be cpu tensors of the same number of elements and one dtype (or be f32/bf16, converted)");
   }
+  if (converted) return convert(src, dst);
   const auto* from = static_cast<const char*>(src.raw());
   auto* to = static_cast<char*>(dst.raw());
   const auto bytes = static_cast<std::int64_t>(src.nbytes());
@@ -113,6 +152,12 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
 }
 
 void CpuBackend::add_inplace(Tensor& y, const Tensor& x, float alpha) {
+  if (is_bf16(y)) {
+    Bf16Staging staging("add_inplace");
+    Tensor y32 = staging.output("y", y, Bf16Staging::Use::Update);
+    const Tensor x32 = staging.input("x", x);
+    return staging.run([&] { add_inplace(y32, x32, alpha); });
+  }
   require_f32("add_inplace", "y", y);
   require_numel("add_inplace", "x", x, y.numel(), "y " + y.describe());
   float* yp = y.data<float>();
@@ -123,6 +168,11 @@ void CpuBackend::add_inplace(Tensor& y, const Tensor& x, float alpha) {
 }
 
 void CpuBackend::scale_inplace(Tensor& x, float alpha) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("scale_inplace");
+    Tensor x32 = staging.output("x", x, Bf16Staging::Use::Update);
+    return staging.run([&] { scale_inplace(x32, alpha); });
+  }
   require_f32("scale_inplace", "x", x);
   float* p = x.data<float>();
   const std::int64_t n = x.numel();
@@ -131,6 +181,7 @@ void CpuBackend::scale_inplace(Tensor& x, float alpha) {
 }
 
 double CpuBackend::sum_squares(const Tensor& x) {
+  if (is_bf16(x)) return sum_squares(Bf16Staging("sum_squares").input("x", x));
   require_f32("sum_squares", "x", x);
   const float* p = x.data<float>();
   const std::int64_t n = x.numel();
@@ -148,6 +199,7 @@ double CpuBackend::sum_squares(const Tensor& x) {
 }
 
 bool CpuBackend::all_finite(const Tensor& x) {
+  if (is_bf16(x)) return all_finite(Bf16Staging("all_finite").input("x", x));
   require_f32("all_finite", "x", x);
   const auto* bits = static_cast<const std::uint32_t*>(x.raw());
   const std::int64_t n = x.numel();

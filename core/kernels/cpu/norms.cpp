@@ -4,9 +4,12 @@
 // summed per chunk into a [chunks, C] buffer and then added in chunk order, so the result
 // is the same on any thread count. Any of dx, dweight, dbias may be undefined (skipped);
 // so may layernorm's bias.
+// bf16 x, weight, bias, y and gradients run these loops on staged f32 copies
+// (bf16_staging.h); mean and rstd are always f32.
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -37,6 +40,14 @@ std::vector<float> partials_for(const Tensor& grad, const RowChunks& chunks, std
 
 void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, Tensor& y,
                                    Tensor& mean, Tensor& rstd) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("layernorm_forward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor weight32 = staging.input("weight", weight);
+    const Tensor bias32 = staging.optional_input("bias", bias);
+    Tensor y32 = staging.output("y", y, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { layernorm_forward(x32, weight32, bias32, eps, y32, mean, rstd); });
+  }
   const char* op = "layernorm_forward";
   const NormShape s = check_norm(op, x, weight);
   const std::string ctx = "x " + x.describe();
@@ -78,6 +89,16 @@ void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const 
 
 void CpuBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                     const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("layernorm_backward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor weight32 = staging.input("weight", weight);
+    const Tensor dy32 = staging.input("dy", dy);
+    Tensor dx32 = staging.optional_output("dx", dx, Bf16Staging::Use::Update);
+    Tensor dweight32 = staging.optional_output("dweight", dweight, Bf16Staging::Use::Update);
+    Tensor dbias32 = staging.optional_output("dbias", dbias, Bf16Staging::Use::Update);
+    return staging.run([&] { layernorm_backward(dy32, x32, weight32, mean, rstd, dx32, dweight32, dbias32); });
+  }
   const char* op = "layernorm_backward";
   const NormShape s = check_norm(op, x, weight);
   const std::string ctx = "x " + x.describe();
@@ -141,6 +162,13 @@ void CpuBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Ten
 }
 
 void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& y, Tensor& rstd) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("rmsnorm_forward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor weight32 = staging.input("weight", weight);
+    Tensor y32 = staging.output("y", y, Bf16Staging::Use::Overwrite);
+    return staging.run([&] { rmsnorm_forward(x32, weight32, eps, y32, rstd); });
+  }
   const char* op = "rmsnorm_forward";
   const NormShape s = check_norm(op, x, weight);
   const std::string ctx = "x " + x.describe();
@@ -168,6 +196,15 @@ void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, float ep
 
 void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                                   Tensor& dx, Tensor& dweight) {
+  if (is_bf16(x)) {
+    Bf16Staging staging("rmsnorm_backward");
+    const Tensor x32 = staging.input("x", x);
+    const Tensor weight32 = staging.input("weight", weight);
+    const Tensor dy32 = staging.input("dy", dy);
+    Tensor dx32 = staging.optional_output("dx", dx, Bf16Staging::Use::Update);
+    Tensor dweight32 = staging.optional_output("dweight", dweight, Bf16Staging::Use::Update);
+    return staging.run([&] { rmsnorm_backward(dy32, x32, weight32, rstd, dx32, dweight32); });
+  }
   const char* op = "rmsnorm_backward";
   const NormShape s = check_norm(op, x, weight);
   const std::string ctx = "x " + x.describe();

@@ -2,10 +2,12 @@
 // qkv (rotate-half form: channel i < d/2 pairs with i + d/2, d = rotary_dim).
 // Each call builds its own cos/sin table for its T positions, in f64 then rounded, so long
 // positions keep their accuracy and nothing is cached between calls. Backward is the
-// inverse rotation (the same table with sin negated).
+// inverse rotation (the same table with sin negated). A bf16 qkv is rotated as a staged f32
+// copy and rounded back once (bf16_staging.h).
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/cpu/bf16_staging.h"
 #include "core/kernels/cpu/cpu_backend.h"
 #include "core/kernels/cpu/kernel_util.h"
 
@@ -92,12 +94,22 @@ void rotate(Tensor& qkv, const AttentionShape& shape, const RopeTable& table, fl
 
 void CpuBackend::rope_forward(Tensor& qkv, const AttentionShape& shape, const RopeConfig& rope,
                               std::int64_t position_offset) {
+  if (is_bf16(qkv)) {
+    Bf16Staging staging("rope_forward");
+    Tensor qkv32 = staging.output("qkv", qkv, Bf16Staging::Use::Update);
+    return staging.run([&] { rope_forward(qkv32, shape, rope, position_offset); });
+  }
   require_attention("rope_forward", shape, "qkv", qkv);
   rotate(qkv, shape, build_table("rope_forward", shape, rope, position_offset), 1.0f);
 }
 
 void CpuBackend::rope_backward(Tensor& dqkv, const AttentionShape& shape, const RopeConfig& rope,
                                std::int64_t position_offset) {
+  if (is_bf16(dqkv)) {
+    Bf16Staging staging("rope_backward");
+    Tensor dqkv32 = staging.output("dqkv", dqkv, Bf16Staging::Use::Update);
+    return staging.run([&] { rope_backward(dqkv32, shape, rope, position_offset); });
+  }
   require_attention("rope_backward", shape, "dqkv", dqkv);
   rotate(dqkv, shape, build_table("rope_backward", shape, rope, position_offset), -1.0f);
 }

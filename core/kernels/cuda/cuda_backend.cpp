@@ -47,6 +47,17 @@ cudaStream_t stream_of(Backend& backend) {
   return cuda->stream();
 }
 
+void synchronize(Backend& backend) { LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_of(backend))); }
+
+std::string device_name(int device) {
+  cudaDeviceProp properties{};
+  if (cudaGetDeviceProperties(&properties, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return "";
+  }
+  return properties.name;
+}
+
 CudaBackend::CudaBackend(int device) : device_(device) {
   const int count = device_count();
   if (device < 0 || device >= count) {

@@ -37,4 +37,11 @@ std::string unavailable_reason();
 // handle and workspace. Throws std::runtime_error when the device cannot be used.
 std::unique_ptr<Backend> make_cuda_backend(int device);
 
+// Waits until every op enqueued on a CUDA backend has finished (timing, benchmarks); throws
+// std::invalid_argument for another backend and std::runtime_error for a failed kernel.
+void synchronize(Backend& backend);
+
+// The device's name as the driver reports it ("NVIDIA H100 80GB HBM3"); "" when unknown.
+std::string device_name(int device);
+
 }  // namespace loom::cuda
