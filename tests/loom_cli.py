@@ -1,5 +1,5 @@
 """Helpers the Python end-to-end tests share: run a loom executable and check its exit code,
-read a run's metrics, prepare a small BPE tokenizer plus the Brown token stores, and the
+read a run's metrics and the tensors of an HDF5 file, prepare a small BPE tokenizer plus the Brown token stores, and the
 tiny model the distributed tests train (4 layers, d_model 64, sequences of 64, batch 8 in
 micro-batches of 2, so every dp x tp x pp layout up to 8 ranks fits).
 
@@ -36,6 +36,20 @@ def metrics(run_dir):
     """The run's metrics.jsonl, one dict per line."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def train_losses(run_dir):
+    """The loss of every training line of the run's metrics.jsonl, in order."""
+    return [r["loss"] for r in metrics(run_dir) if "loss" in r]
+
+
+def h5_tensors(path):
+    """Every dataset of an HDF5 file (model.h5, a checkpoint shard) as {name: numpy array}."""
+    import h5py  # only the tests that read HDF5 need it
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
 
 
 def prepare_brown(bin_dir, work, tokenizer, vocab_size):

@@ -248,25 +248,21 @@ std::unique_ptr<model::Transformer> Engine::gather_whole_model(Backend& backend)
   Backend& host = backend.device() == Device::CPU ? backend : host_backend();
   auto whole = std::make_unique<model::Transformer>(config_, model::ShardSpec::whole(config_), options_.head, host,
                                                     options_.lora);
-  auto place = [&](const model::ParameterSet& from, const model::ShardSpec& spec) {
-    for (const model::ParameterEntry& e : from.entries()) {
-      copy_slice(e, spec, from.value(e), whole->params().value(e.name), /*to_whole=*/true);
+  // Puts one shard's slices (its flat host values, laid out as `entries`) into the whole model.
+  auto place = [&](const std::vector<model::ParameterEntry>& entries, const Tensor& values,
+                   const model::ShardSpec& spec) {
+    for (const model::ParameterEntry& e : entries) {
+      copy_slice(e, spec, values.view(e.offset, e.shape), whole->params().value(e.name), /*to_whole=*/true);
     }
   };
-  {
-    const model::ParameterSet& mine = model_->params();
-    const Tensor values = host_values();
-    for (const model::ParameterEntry& e : mine.entries()) {
-      copy_slice(e, shard_, values.view(e.offset, e.shape), whole->params().value(e.name), /*to_whole=*/true);
-    }
-  }
+  place(model_->params().entries(), host_values(), shard_);
   for (int rank = 1; rank < world; ++rank) {
     const launch::RankCoordinates c = launch::coordinates_of(rank, world, layout);
     if (c.dp_rank != 0) continue;
     const model::ShardSpec spec = shard_for(config_, stages_, c.pp_rank, c.tp_rank, layout.tp);
     model::ParameterSet slice(model::parameter_specs(config_, spec, options_.head, options_.lora), host);
     world_comm_->recv(slice.values(), rank, kTag);
-    place(slice, spec);
+    place(slice.entries(), slice.values(), spec);
   }
   if (options_.lora.enabled()) return model::merge_lora(*whole, host);
   return whole;

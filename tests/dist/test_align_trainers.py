@@ -64,11 +64,10 @@ import sys
 import time
 import unittest
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import MPI_FLAGS, TINY, metrics, run  # noqa: E402
+from loom_cli import MPI_FLAGS, TINY, h5_tensors, metrics, run  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-align"
@@ -133,13 +132,6 @@ def step_lines(run_dir):
 
 def val_lines(run_dir):
     return [r for r in metrics(run_dir) if any(k.startswith("val_") for k in r)]
-
-
-def weights(file):
-    out = {}
-    with h5py.File(file, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 def untimed(line):
@@ -283,7 +275,7 @@ class AlignTrainers(unittest.TestCase):
         args = command(trainer, run_dir, layout, "train.max_steps=6", "checkpoint.every=3", *extra)
         files = ["model.h5", "critic.h5"] if trainer == "ppo" else ["model.h5"]
         run(*args)
-        first = {f: weights(os.path.join(run_dir, f)) for f in files}
+        first = {f: h5_tensors(os.path.join(run_dir, f)) for f in files}
         first_lines = metrics(run_dir)
         shutil.rmtree(os.path.join(run_dir, "checkpoints", "step-00000006"))
         for f in files:
@@ -295,7 +287,7 @@ class AlignTrainers(unittest.TestCase):
         with open(os.path.join(run_dir, "run.json")) as f:
             self.assertEqual(json.load(f)["resumed_from"], step3, label)
         for f in files:
-            again = weights(os.path.join(run_dir, f))
+            again = h5_tensors(os.path.join(run_dir, f))
             self.assertEqual(sorted(again), sorted(first[f]), f"{label} {f}")
             for key, tensor in first[f].items():
                 self.assertEqual(tensor.dtype, again[key].dtype, f"{label} {f} {key}")

@@ -36,11 +36,10 @@ import sys
 import time
 import unittest
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import MPI_FLAGS, metrics, prepare_brown, run, tiny_sft  # noqa: E402
+from loom_cli import MPI_FLAGS, h5_tensors, metrics, prepare_brown, run, tiny_sft  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-checkpoint-resume"
@@ -85,13 +84,6 @@ def resumed_from(run_dir, stderr):
 
 def step_lines(run_dir):
     return [r for r in metrics(run_dir) if "loss" in r]
-
-
-def weights(file):
-    out = {}
-    with h5py.File(file, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 def step_dir(root, step):
@@ -269,7 +261,7 @@ class Resume(unittest.TestCase):
         self.assertEqual([r["step"] for r in got], list(range(1, STEPS + 1)))
         self.assertEqual([r["batch"] for r in got], [r["batch"] for r in want])
         self.assertEqual([r["loss"] for r in got], [r["loss"] for r in want], f"{name}: losses differ")
-        wa, wb = weights(f"{reference}/model.h5"), weights(f"{run_dir}/model.h5")
+        wa, wb = h5_tensors(f"{reference}/model.h5"), h5_tensors(f"{run_dir}/model.h5")
         self.assertEqual(sorted(wa), sorted(wb))
         for k in wa:
             self.assertTrue(np.array_equal(wa[k], wb[k]), f"{name}: {k} is not bit-identical")

@@ -26,11 +26,10 @@ import shutil
 import sys
 import unittest
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import MPI_FLAGS, metrics, prepare_brown, run, tiny_sft  # noqa: E402
+from loom_cli import MPI_FLAGS, h5_tensors, prepare_brown, run, tiny_sft, train_losses  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-sft-bf16"
@@ -48,17 +47,6 @@ BF16 = ["train.precision=bf16"]
 LAYOUTS = {"dp2": (2, 1, 1), "tp2": (1, 2, 1), "pp2": (1, 1, 2), "dp2_tp2_pp2": (2, 2, 2)}
 LOSS_RTOL = 1e-2
 WEIGHT_RMS = LR / 4
-
-
-def weights(run_dir):
-    out = {}
-    with h5py.File(os.path.join(run_dir, "model.h5"), "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
-def train_losses(run_dir):
-    return [r["loss"] for r in metrics(run_dir) if "loss" in r]
 
 
 class Bf16(unittest.TestCase):
@@ -99,7 +87,7 @@ class Bf16(unittest.TestCase):
         self.assertEqual(len(la), STEPS, reference)
         self.assertEqual(len(lb), STEPS, name)
         worst_loss = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
-        wa, wb = weights(self.dir(reference)), weights(self.dir(name))
+        wa, wb = h5_tensors(f"{self.dir(reference)}/model.h5"), h5_tensors(f"{self.dir(name)}/model.h5")
         self.assertEqual(sorted(wa), sorted(wb))
         diff = np.concatenate([(wa[k] - wb[k]).ravel() for k in wa])
         rms = float(np.sqrt(np.mean(diff.astype(np.float64) ** 2)))
@@ -111,7 +99,7 @@ class Bf16(unittest.TestCase):
 
     def assert_identical(self, name, reference):
         self.assertEqual(train_losses(self.dir(name))[-STEPS:], train_losses(self.dir(reference)))
-        wa, wb = weights(self.dir(reference)), weights(self.dir(name))
+        wa, wb = h5_tensors(f"{self.dir(reference)}/model.h5"), h5_tensors(f"{self.dir(name)}/model.h5")
         for k in wa:
             self.assertTrue(np.array_equal(wa[k], wb[k]), f"{name}: {k} not bit-identical to {reference}")
 
@@ -135,7 +123,7 @@ class Bf16(unittest.TestCase):
         self.assert_identical("resumed", "bf16")
 
     def test_files_hold_f32_masters_and_record_the_precision(self):
-        for name, array in weights(self.dir("bf16")).items():
+        for name, array in h5_tensors(f"{self.dir('bf16')}/model.h5").items():
             self.assertEqual(array.dtype, np.float32, name)
         with open(os.path.join(self.dir("bf16"), "run.json")) as f:
             record = json.load(f)

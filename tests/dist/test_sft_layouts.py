@@ -24,11 +24,10 @@ import subprocess
 import sys
 import unittest
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import MPI_FLAGS, metrics, prepare_brown, run, tiny_sft  # noqa: E402
+from loom_cli import MPI_FLAGS, h5_tensors, metrics, prepare_brown, run, tiny_sft, train_losses  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/dist-sft"
@@ -58,17 +57,6 @@ def layout_args(dp, tp, pp):
 
 def name_of(layout):
     return "dp{}_tp{}_pp{}".format(*layout)
-
-
-def weights(run_dir):
-    out = {}
-    with h5py.File(os.path.join(run_dir, "model.h5"), "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
-def train_losses(run_dir):
-    return [r["loss"] for r in metrics(run_dir) if "loss" in r]
 
 
 class Layouts(unittest.TestCase):
@@ -111,7 +99,7 @@ class Layouts(unittest.TestCase):
         self.assertEqual(len(la), STEPS)
         self.assertEqual(len(lb), STEPS, f"{family} {name}")
         worst_loss = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
-        wa, wb = weights(a), weights(b)
+        wa, wb = h5_tensors(f"{a}/model.h5"), h5_tensors(f"{b}/model.h5")
         self.assertEqual(sorted(wa), sorted(wb))
         worst_weight = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
         print(f"\n  {family:5} {name:24} vs {reference:18}: max rel loss diff {worst_loss:.2e}, "

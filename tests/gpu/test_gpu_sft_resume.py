@@ -18,11 +18,10 @@ import shutil
 import sys
 import unittest
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from loom_cli import metrics, prepare_brown, run, tiny_sft  # noqa: E402
+from loom_cli import h5_tensors, metrics, prepare_brown, run, tiny_sft  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
 WORK = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "build/gpu-sft-resume"
@@ -45,13 +44,6 @@ def gpu_unavailable():
             return "cudaGetDeviceCount: " + cudart.cudaGetErrorString(code).decode()
         return "" if count.value > 0 else "no CUDA device"
     return "no CUDA runtime library (libcudart) found"
-
-
-def weights(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 def step_loss(run_dir, step):
@@ -79,13 +71,13 @@ class GpuSftResume(unittest.TestCase):
         args = self.sft(gpu, "train.device=cuda", "train.max_steps=20", *extra)
         proc = run(*args)
         self.assertIn("loom-sft: rank 0 on GPU", proc.stderr)
-        whole = weights(os.path.join(gpu, "model.h5"))
+        whole = h5_tensors(os.path.join(gpu, "model.h5"))
         whole_loss = step_loss(gpu, 20)
         shutil.rmtree(os.path.join(gpu, "checkpoints", "step-00000020"))
         os.remove(os.path.join(gpu, "model.h5"))
         proc = run(*args)
         self.assertIn("loom-sft: resumed from", proc.stderr)
-        again = weights(os.path.join(gpu, "model.h5"))
+        again = h5_tensors(os.path.join(gpu, "model.h5"))
         self.assertEqual(sorted(whole), sorted(again))
         self.assertGreater(len(whole), 10)
         for key, tensor in whole.items():
