@@ -174,6 +174,14 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
     copy(staging, dst);
     return;
   }
+  const auto* from = static_cast<const char*>(src.raw());
+  const auto* to = static_cast<const char*>(dst.raw());
+  if (from < to + dst.nbytes() && to < from + src.nbytes()) {  // overlapping views: convert a copy
+    Tensor staging = Tensor::empty(src.shape(), src.dtype(), Device::CUDA);
+    copy(src, staging);
+    copy(staging, dst);
+    return;
+  }
   if (src.dtype() == DType::F32) {
     launch_convert<float, __nv_bfloat16>(src.raw(), dst.raw(), n, stream_);
   } else {
