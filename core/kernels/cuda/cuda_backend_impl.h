@@ -97,13 +97,17 @@ class CudaBackend final : public Backend {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  // dtype, trans_a, trans_b, m, n, k, lda, ldb, ldc, alignment of a, b, c in bytes
+  // dtype, trans_a, trans_b, m, n, k, lda, ldb, ldc, alignment of a, b, c in bytes, and
+  // whether the plan adds a bias row in its epilogue
   using PlanKey = std::tuple<int, bool, bool, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                             std::int64_t, std::int64_t, int, int, int>;
+                             std::int64_t, std::int64_t, int, int, int, bool>;
 
-  // Column-major cuBLASLt call for a row-major c = alpha op(a) op(b) + beta c (gemm_ops.cpp).
+  // Column-major cuBLASLt call for a row-major c = alpha op(a) op(b) + beta c (gemm_ops.cu);
+  // with `bias` ([n], c's dtype, 16-byte aligned) c's rows also get bias added in the GEMM's
+  // epilogue, before c is rounded to its dtype.
   void gemm(DType dtype, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-            const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta, void* c);
+            const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta, void* c,
+            const void* bias = nullptr);
   const MatmulPlan& matmul_plan(const PlanKey& key);
 
   int device_ = 0;
