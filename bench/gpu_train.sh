@@ -9,8 +9,10 @@ if [ ! -x "$bench" ]; then
   echo "gpu_train.sh: $bench not found (build first: bash ci/build.sh)" >&2
   exit 1
 fi
-gpt2_124m=(--family gpt2 --layers 12 --heads 12 --d-model 768 --vocab 50257)
-gpt2_350m=(--family gpt2 --layers 24 --heads 16 --d-model 1024 --vocab 50257)
+# The vocabulary padded from 50257 to 50304 (a multiple of 128), as llm.c and Megatron pad it:
+# an odd leading dimension leaves cuBLASLt only its unvectorised kernels for the LM head.
+gpt2_124m=(--family gpt2 --layers 12 --heads 12 --d-model 768 --vocab 50304)
+gpt2_350m=(--family gpt2 --layers 24 --heads 16 --d-model 1024 --vocab 50304)
 status=0
 run() {
   "$bench" --device cuda --seq 1024 --steps 10 --warmup 3 "$@" | tr -d '\n' | tr -s ' '
