@@ -12,11 +12,20 @@
 //     One owner per kv-head gradient means the q heads sharing it are summed in a fixed
 //     order, without atomics, so backward is bit-identical run to run.
 // dq and dk/dv are disjoint parts of dqkv, so kernels 2 and 3 never write the same memory.
+//
+// bf16 with head_dim 64 or 128 goes to the tensor-core kernels instead (attention_tc.h);
+// LOOM_CUDA_ATTENTION=simt in the environment keeps every call on the kernels here (for
+// comparison: bench-attention).
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
 
 #include "core/kernels/cuda/attention_forward.cuh"
+#include "core/kernels/cuda/attention_tc.h"
 #include "core/kernels/cuda/cuda_backend_impl.h"
 #include "core/kernels/cuda/cuda_check.h"
 #include "core/kernels/cuda/device_util.cuh"
@@ -238,6 +247,19 @@ void check_grid(const char* op, const AttentionShape& s) {
   }
 }
 
+// The tensor-core kernels take bf16 with head_dim 64 or 128 and 16-byte aligned tensors.
+bool use_tensor_cores(DType dtype, const AttentionShape& s, std::initializer_list<const void*> tensors) {
+  static const bool simt_only = [] {
+    const char* choice = std::getenv("LOOM_CUDA_ATTENTION");
+    return choice != nullptr && std::string(choice) == "simt";
+  }();
+  if (simt_only || !tensor_core_attention(dtype, s)) return false;
+  for (const void* p : tensors) {
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void CudaBackend::attention_forward(const Tensor& qkv, const AttentionShape& shape, Tensor& out, Tensor& lse) {
@@ -245,6 +267,10 @@ void CudaBackend::attention_forward(const Tensor& qkv, const AttentionShape& sha
   const DType dtype = require_attention(op, shape, "qkv", qkv);
   check_outputs(op, shape, "out", out, dtype, lse);
   check_grid(op, shape);
+  if (use_tensor_cores(dtype, shape, {qkv.raw(), out.raw()})) {
+    attention_forward_tc(ptr<__nv_bfloat16>(qkv), shape, ptr<__nv_bfloat16>(out), ptr<float>(lse), stream_);
+    return;
+  }
   const std::int64_t width = qkv_width(shape);
   const KeyValueRows rows{shape.seq * width, shape.head_dim, width};
   const dim3 grid(static_cast<unsigned>((shape.seq + kAttnRowsPerBlock - 1) / kAttnRowsPerBlock),
@@ -270,6 +296,13 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& qkv, cons
   check_outputs(op, shape, "out", out, dtype, lse);
   require_numel(op, "dout", dout, dtype, out.numel(), "out " + out.describe());
   check_grid(op, shape);
+  if (use_tensor_cores(dtype, shape, {dout.raw(), qkv.raw(), out.raw(), dqkv.raw()})) {
+    // Freed in stream order after the kernels that use it, like `delta` below.
+    Tensor scratch = Tensor::empty({attention_backward_tc_scratch(shape)}, DType::F32, Device::CUDA);
+    attention_backward_tc(ptr<__nv_bfloat16>(dout), ptr<__nv_bfloat16>(qkv), ptr<__nv_bfloat16>(out), ptr<float>(lse),
+                          shape, ptr<__nv_bfloat16>(dqkv), ptr<float>(scratch), stream_);
+    return;
+  }
   const Geometry geo{static_cast<int>(shape.seq), static_cast<int>(shape.q_heads), static_cast<int>(shape.kv_heads),
                      static_cast<int>(shape.head_dim), qkv_width(shape),
                      1.0f / std::sqrt(static_cast<float>(shape.head_dim))};
