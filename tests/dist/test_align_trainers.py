@@ -45,12 +45,13 @@ bf16. Each trainer also runs 3 steps in one process with train.precision=bf16 (b
 activations and gradients over f32 masters; the CPU backend's bf16 storage), PPO also under
 tp2. Every number is finite, the runs change the model, and RM's and DPO's step-1 loss (the
 same weights as the f32 run, data in the same order) is within 1% of the f32 one, their
-gradient norm within 10%: their gradient is the difference of the chosen and the rejected
-sequence's gradients, which largely cancel, so bf16's rounding of activations and gradients
-(2^-9 relative) shows up magnified (measured: 3% for RM, 6% for DPO, the same with one
-micro-batch or four; the language-model loss's gradient differs by 0.4%, test_mixed_precision). GRPO and
-PPO sample from bf16 logits, so their rollouts may differ from the f32 ones and are only
-checked to produce completions.
+gradient norm within 25% (a lost or doubled share would be 50% or more). The gradient norm is
+ill-conditioned here: the gradient is the difference of the chosen and the rejected sequence's
+gradients, which mostly cancel. Rounding only the weights to bf16 (arithmetic still f32) moves
+DPO's step-1 norm by 3% (71.6 -> 69.5); with bf16 activations and gradients it is 6% off in the
+Release build and 11% in the sanitizer build (whose SFT initial model differs), 3% and 1.5% for
+RM. The language-model loss's gradient, without that cancellation, is within 0.5% in bf16
+(test_mixed_precision).
 
 Errors: loom-dpo on a prompt store exits 2 naming data.train and both kinds; loom-grpo with
 grpo.beta > 0 and neither train.init_from nor rollout.reference exits 2 naming grpo.beta.
@@ -258,7 +259,7 @@ class AlignTrainers(unittest.TestCase):
                 f32 = step_lines(self.runs[(trainer, "single")])[0]
                 if trainer in ("rm", "dpo"):
                     # DPO's step-1 loss is log 2 in both (policy = reference); its gradient is not.
-                    for key, rtol in (("loss", 1e-2), ("grad_norm", 0.1)):
+                    for key, rtol in (("loss", 1e-2), ("grad_norm", 0.25)):
                         gap = abs(lines[0][key] - f32[key]) / abs(f32[key])
                         print(f"\n  {trainer} bf16 step-1 {key} {lines[0][key]:.5f} vs f32 {f32[key]:.5f}", end="")
                         self.assertLess(gap, rtol, f"{trainer}: bf16 {key} {lines[0][key]} vs f32 {f32[key]}")
