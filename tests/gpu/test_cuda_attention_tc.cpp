@@ -38,69 +38,23 @@ namespace tc = loom::cuda::detail;
 namespace {
 
 using loom::gpu_test::cpu;
+using loom::gpu_test::expect_bit_identical;
 using loom::gpu_test::gpu;
+using loom::gpu_test::up;
+
+constexpr double kTolerance = 2e-2;  // of each output's largest magnitude
 
 // Uniform in [-scale, scale) rounded through bf16, a pure function of (seed, index).
 Tensor random_bf16(const Shape& shape, std::uint64_t seed, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  float* p = t.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    const auto bits = loom::mix64(seed * 0x9e3779b97f4a7c15ULL + static_cast<std::uint64_t>(i)) >> 40;
-    p[i] = loom::from_bf16(loom::to_bf16(scale * (2.0f * static_cast<float>(bits) / 16777216.0f - 1.0f)));
-  }
-  return t;
+  return loom::gpu_test::rounded(loom::gpu_test::random(shape, seed, scale), DType::BF16);
 }
 
-Tensor up(const Tensor& host, DType dtype) {
-  Tensor device = Tensor::empty(host.shape(), dtype, Device::CUDA);
-  gpu().copy(host, device);
-  return device;
-}
-
-// Device to host as f32 (copy converts bf16 and synchronises).
-Tensor down(const Tensor& device) {
-  Tensor host = Tensor::empty(device.shape());
-  gpu().copy(device, host);
-  return host;
-}
-
-// t's values rounded through bf16 (what the GPU's bf16 out holds).
-Tensor rounded(const Tensor& t) {
-  Tensor out = t.clone();
-  float* p = out.data<float>();
-  for (std::int64_t i = 0; i < out.numel(); ++i) p[i] = loom::from_bf16(loom::to_bf16(p[i]));
-  return out;
+void expect_close(const std::string& what, const Tensor& got_device, const Tensor& want) {
+  loom::gpu_test::expect_close(what, got_device, want, kTolerance);
 }
 
 const __nv_bfloat16* bf16_ptr(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.raw()); }
 __nv_bfloat16* bf16_ptr(Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); }
-
-// max |got - want| <= 2e-2 · max|want| (got downloaded from the GPU).
-void expect_close(const std::string& what, const Tensor& got_device, const Tensor& want) {
-  const Tensor got = down(got_device);
-  BOOST_REQUIRE_EQUAL(got.numel(), want.numel());
-  const float* g = got.data<float>();
-  const float* w = want.data<float>();
-  double scale = 1e-6, err = 0.0;
-  std::int64_t worst = 0;
-  for (std::int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::fabs(static_cast<double>(w[i])));
-  for (std::int64_t i = 0; i < want.numel(); ++i) {
-    const double e = std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i]));
-    if (!(e <= err)) {  // also catches NaN
-      err = e;
-      worst = i;
-    }
-  }
-  BOOST_CHECK_MESSAGE(err <= 2e-2 * scale, what << ": max error " << err << " at [" << worst << "] (gpu " << g[worst]
-                                                 << ", cpu " << w[worst] << ") exceeds 2e-2 x scale " << scale);
-}
-
-void expect_bit_identical(const std::string& what, const Tensor& a_device, const Tensor& b_device) {
-  BOOST_REQUIRE_EQUAL(a_device.nbytes(), b_device.nbytes());
-  const Tensor a = down(a_device);
-  const Tensor b = down(b_device);
-  BOOST_CHECK_MESSAGE(std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0, what << ": two runs differ");
-}
 
 std::string name_of(const AttentionShape& s) {
   return "attention_tc B=" + std::to_string(s.batch) + " T=" + std::to_string(s.seq) + " Hq=" +
@@ -132,7 +86,7 @@ void check_shape(const AttentionShape& s, std::uint64_t seed) {
   Tensor dqkv = random_bf16(qkv.shape(), seed + 2);
   Tensor gdqkv = up(dqkv, DType::BF16);
   Tensor gdqkv2 = up(dqkv, DType::BF16);
-  cpu().attention_backward(dout, qkv, rounded(out), lse, s, dqkv);
+  cpu().attention_backward(dout, qkv, loom::gpu_test::rounded(out, DType::BF16), lse, s, dqkv);
   const Tensor gdout = up(dout, DType::BF16);
   Tensor scratch = Tensor::empty({tc::attention_backward_tc_scratch(s)}, DType::F32, Device::CUDA);
   for (Tensor* target : {&gdqkv, &gdqkv2}) {

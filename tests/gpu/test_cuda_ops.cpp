@@ -39,44 +39,15 @@ using loom::Tensor;
 namespace {
 
 using loom::gpu_test::cpu;
+using loom::gpu_test::down;
+using loom::gpu_test::expect_bit_identical;
+using loom::gpu_test::expect_close;
 using loom::gpu_test::gpu;
+using loom::gpu_test::random;
+using loom::gpu_test::rounded;
+using loom::gpu_test::up;
 
 const DType kDtypes[] = {DType::F32, DType::BF16};
-
-// Uniform in [-scale, scale), a pure function of (seed, index).
-Tensor random(const Shape& shape, std::uint64_t seed, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  float* p = t.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    const auto bits = loom::mix64(seed * 0x9e3779b97f4a7c15ULL + static_cast<std::uint64_t>(i)) >> 40;
-    p[i] = scale * (2.0f * static_cast<float>(bits) / 16777216.0f - 1.0f);
-  }
-  return t;
-}
-
-// t with every element rounded through `dtype` (a copy; f32 leaves the values as they are).
-Tensor rounded(const Tensor& t, DType dtype) {
-  Tensor out = t.clone();
-  if (dtype == DType::BF16) {
-    float* p = out.data<float>();
-    for (std::int64_t i = 0; i < out.numel(); ++i) p[i] = loom::from_bf16(loom::to_bf16(p[i]));
-  }
-  return out;
-}
-
-Tensor up(const Tensor& host, DType dtype) {
-  Tensor device = Tensor::empty(host.shape(), dtype, Device::CUDA);
-  gpu().copy(host, device);
-  return device;
-}
-Tensor up(const Tensor& host) { return up(host, host.dtype()); }
-
-Tensor down(const Tensor& device) {
-  const DType dtype = device.dtype() == DType::BF16 ? DType::F32 : device.dtype();
-  Tensor host = Tensor::empty(device.shape(), dtype);
-  gpu().copy(device, host);
-  return host;
-}
 
 Tensor ints(const std::vector<std::int32_t>& values) {
   Tensor t = Tensor::empty({static_cast<std::int64_t>(values.size())}, DType::I32);
@@ -85,33 +56,6 @@ Tensor ints(const std::vector<std::int32_t>& values) {
 }
 
 double tolerance(DType dtype, double f32_tolerance) { return dtype == DType::F32 ? f32_tolerance : 2e-2; }
-
-// max |got - want| <= tol · max|want| (got downloaded from the GPU).
-void expect_close(const std::string& what, const Tensor& got_device, const Tensor& want, double tol) {
-  const Tensor got = down(got_device);
-  BOOST_REQUIRE_EQUAL(got.numel(), want.numel());
-  const float* g = got.data<float>();
-  const float* w = want.data<float>();
-  double scale = 1e-6, err = 0.0;
-  std::int64_t worst = 0;
-  for (std::int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::fabs(static_cast<double>(w[i])));
-  for (std::int64_t i = 0; i < want.numel(); ++i) {
-    const double e = std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i]));
-    if (!(e <= err)) {
-      err = e;
-      worst = i;
-    }
-  }
-  BOOST_CHECK_MESSAGE(err <= tol * scale, what << ": max error " << err << " at [" << worst << "] (gpu "
-                                                << g[worst] << ", cpu " << w[worst] << ") exceeds " << tol
-                                                << " x scale " << scale);
-}
-
-void expect_bit_identical(const std::string& what, const Tensor& a_device, const Tensor& b_device) {
-  const Tensor a = down(a_device);
-  const Tensor b = down(b_device);
-  BOOST_CHECK_MESSAGE(std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0, what << ": two runs differ");
-}
 
 std::string label(const char* op, DType dtype) { return std::string(op) + " " + loom::dtype_name(dtype); }
 
